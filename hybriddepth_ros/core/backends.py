@@ -1,0 +1,23 @@
+"""Registry of depth backends by name, as the fusion node's `backend` parameter selects them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .depth_backend import DepthBackend
+
+
+def create_depth_backend(name: str, device: str = "auto", **options: Any) -> DepthBackend:
+    """Build the backend called `name` ('focus_measure' or 'hybriddepth') on `device`.
+
+    Options are the backend's own keyword arguments; unknown names raise ValueError.
+    """
+    if name == "focus_measure":
+        from .focus_measure_dff import FocusMeasureBackend
+
+        return FocusMeasureBackend(device=device, **options)
+    if name == "hybriddepth":
+        from .hybriddepth_backend import HybridDepthBackend
+
+        return HybridDepthBackend(device=device, **options)
+    raise ValueError(f"unknown depth backend '{name}' (known: focus_measure, hybriddepth)")

@@ -1,0 +1,1 @@
+"""Capture backends that produce focal stacks (ROS-free)."""

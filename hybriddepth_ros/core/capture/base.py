@@ -1,0 +1,31 @@
+"""The interface of a focus-sweep capture backend (simulated, v4l2, directory, phone, driver)."""
+
+from __future__ import annotations
+
+import abc
+
+from ..focal_stack import FocalStack
+
+
+class CaptureError(RuntimeError):
+    """A sweep failed (camera gone, unreadable file, bad client data); the sweep node logs it and retries."""
+
+
+class CaptureBackend(abc.ABC):
+    """Produces one FocalStack per call.
+
+    The sweep node calls `capture_stack()` from its timer at the configured rate;
+    it returns a stack, returns None when none is ready yet (no error), or raises
+    CaptureError. Stacks come back sorted by increasing focus distance, with
+    intrinsics for the frames' size, `stamp_s` set from the backend's clock
+    (time.time()) when the reference frame was captured.
+    """
+
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    def capture_stack(self) -> FocalStack | None:
+        """Run (or collect) one sweep."""
+
+    def close(self) -> None:
+        """Release the camera, sockets or files. Default: nothing to release."""

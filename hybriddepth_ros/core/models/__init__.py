@@ -1,0 +1,1 @@
+"""Neural network components of HybridDepth, each swappable on its own (torch only)."""

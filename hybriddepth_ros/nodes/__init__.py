@@ -1,0 +1,1 @@
+"""rclpy nodes: message conversion around the ROS-free core."""
