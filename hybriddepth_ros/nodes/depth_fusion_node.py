@@ -1,0 +1,182 @@
+"""depth_fusion_node: FocalStack in; metric depth, confidence, camera info and cloud out.
+
+Subscribes `focal_stack` (hybriddepth_ros/FocalStack) and publishes, in the
+stack's camera optical frame with the stack's stamp:
+  depth/image_rect   sensor_msgs/Image 32FC1, metres, NaN where unknown (REP 118)
+  depth/confidence   sensor_msgs/Image 32FC1 in [0, 1]
+  depth/camera_info  sensor_msgs/CameraInfo of the depth image
+  depth/points       sensor_msgs/PointCloud2, organised, x y z rgb (if publish_cloud)
+  /diagnostics       diagnostic_msgs/DiagnosticArray, one status per stack
+Bad stacks are logged and reported as an ERROR diagnostic; nothing is published
+for them and the node carries on with the next stack.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+
+import rclpy
+import rclpy.executors
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+from hybriddepth_ros.msg import FocalStack as FocalStackMsg
+
+from ..core.backends import create_depth_backend
+from ..core.focal_stack import FocalStackError
+from ..core.fusion import DepthFusion, FusedDepth
+from ..core.pointcloud import back_project
+from . import conversions
+
+DIAGNOSTIC_NAME = "hybriddepth_ros: depth fusion"
+
+
+class DepthFusionNode(Node):
+    """Thin ROS wrapper around core.fusion.DepthFusion."""
+
+    def __init__(self, **node_kwargs) -> None:
+        super().__init__("depth_fusion_node", **node_kwargs)
+        self.declare_parameter("backend", "focus_measure")
+        self.declare_parameter("device", "auto")
+        self.declare_parameter("checkpoint_path", "")
+        self.declare_parameter("precision", "fp32")
+        self.declare_parameter("relative_input", "reference")
+        self.declare_parameter("alignment", "least_squares")
+        self.declare_parameter("metric_branch", "dfv")
+        self.declare_parameter("min_depth_m", 0.1)
+        self.declare_parameter("max_depth_m", 10.0)
+        self.declare_parameter("confidence_threshold", 0.5)
+        self.declare_parameter("publish_cloud", True)
+        self.declare_parameter("cloud_decimation", 1)
+
+        self._backend_name, backend = self._create_backend()
+        self._fusion = DepthFusion(
+            backend=backend,
+            min_depth_m=self._param("min_depth_m"),
+            max_depth_m=self._param("max_depth_m"),
+            confidence_threshold=self._param("confidence_threshold"),
+        )
+        self._publish_cloud = bool(self._param("publish_cloud"))
+        self._cloud_decimation = int(self._param("cloud_decimation"))
+        if self._cloud_decimation < 1:
+            raise ValueError(f"cloud_decimation must be >= 1, got {self._cloud_decimation}")
+
+        self._depth_pub = self.create_publisher(Image, "depth/image_rect", qos_profile_sensor_data)
+        self._confidence_pub = self.create_publisher(Image, "depth/confidence", qos_profile_sensor_data)
+        self._info_pub = self.create_publisher(CameraInfo, "depth/camera_info", qos_profile_sensor_data)
+        self._cloud_pub = self.create_publisher(PointCloud2, "depth/points", qos_profile_sensor_data)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(FocalStackMsg, "focal_stack", self._on_stack, qos_profile_sensor_data)
+        self.get_logger().info(
+            f"depth fusion ready: backend={self._backend_name} on {getattr(backend, 'device', 'cpu')}"
+        )
+
+    def _param(self, name: str):
+        return self.get_parameter(name).value
+
+    def _create_backend(self):
+        """The configured backend; 'hybriddepth' without usable weights falls back, said once."""
+        name = self._param("backend")
+        device = self._param("device")
+        if name == "hybriddepth":
+            checkpoint = self._param("checkpoint_path")
+            if not checkpoint:
+                self.get_logger().warning(
+                    "backend 'hybriddepth' needs checkpoint_path (official HybridDepth .ckpt); none "
+                    "given, so depth comes from the weight-free 'focus_measure' backend instead"
+                )
+                return "focus_measure", create_depth_backend("focus_measure", device=device)
+            options = {
+                "checkpoint_path": checkpoint,
+                "precision": self._param("precision"),
+                "relative_input": self._param("relative_input"),
+                "alignment": self._param("alignment"),
+                "metric_branch": self._param("metric_branch"),
+            }
+            try:
+                return name, create_depth_backend(name, device=device, **options)
+            except (OSError, ValueError, RuntimeError) as exc:
+                self.get_logger().error(
+                    f"cannot load HybridDepth checkpoint: {exc}; depth comes from the weight-free "
+                    "'focus_measure' backend instead"
+                )
+                return "focus_measure", create_depth_backend("focus_measure", device=device)
+        return name, create_depth_backend(name, device=device)
+
+    def _on_stack(self, msg: FocalStackMsg) -> None:
+        received = time.perf_counter()
+        try:
+            stack = conversions.focal_stack_from_msg(msg)
+            if not stack.frame_id:
+                raise conversions.ConversionError("focal stack header.frame_id is empty")
+            fused = self._fusion.process(stack)
+        except (conversions.ConversionError, FocalStackError) as exc:
+            self._report_error(msg, f"rejected focal stack: {exc}")
+            return
+        except Exception as exc:  # a bug or a backend failure must not kill the node
+            self.get_logger().error(traceback.format_exc())
+            self._report_error(msg, f"depth fusion failed: {type(exc).__name__}: {exc}")
+            return
+        self._publish(msg, fused)
+        latency_s = time.perf_counter() - received
+        self._report_ok(msg, fused, latency_s)
+
+    def _publish(self, msg: FocalStackMsg, fused: FusedDepth) -> None:
+        header = msg.header
+        intrinsics = fused.stack.intrinsics
+        self._depth_pub.publish(conversions.float_image(fused.depth_m, header))
+        self._confidence_pub.publish(conversions.float_image(fused.confidence, header))
+        self._info_pub.publish(conversions.intrinsics_to_camera_info(intrinsics, header))
+        if self._publish_cloud:
+            step = self._cloud_decimation
+            points = back_project(fused.depth_m, intrinsics, step)
+            colours = fused.reference_rgb[::step, ::step]
+            self._cloud_pub.publish(conversions.organised_cloud(points, colours, header))
+
+    def _report_ok(self, msg: FocalStackMsg, fused: FusedDepth, latency_s: float) -> None:
+        values = {
+            "backend": self._backend_name,
+            "latency_s": f"{latency_s:.4f}",
+            "coverage": f"{fused.coverage:.4f}",
+            "stamp": f"{conversions.stamp_to_seconds(msg.header.stamp):.9f}",
+        }
+        values.update({f"{stage}_s": f"{seconds:.4f}" for stage, seconds in fused.timings_s.items()})
+        self._diagnose(DiagnosticStatus.OK, "depth published", values)
+
+    def _report_error(self, msg: FocalStackMsg, text: str) -> None:
+        self.get_logger().error(text)
+        stamp = f"{conversions.stamp_to_seconds(msg.header.stamp):.9f}"
+        self._diagnose(DiagnosticStatus.ERROR, text, {"stamp": stamp})
+
+    def _diagnose(self, level: bytes, message: str, values: dict[str, str]) -> None:
+        status = DiagnosticStatus(level=level, name=DIAGNOSTIC_NAME, message=message, hardware_id=self.get_name())
+        status.values = [KeyValue(key=key, value=value) for key, value in values.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics_pub.publish(array)
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = DepthFusionNode()
+    except (ValueError, RuntimeError) as exc:
+        print(f"depth_fusion_node: bad configuration: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
