@@ -1,0 +1,192 @@
+"""Replay focal stacks saved as image files, one stack per folder.
+
+File naming: the focus distance in metres is the last `_` field of the file
+stem, e.g. `image_3_0.80.jpg` was focused at 0.80 m (the layout of phone
+captures such as ../shared/data/pixel6pro_stack). Other files in the folder
+(no image extension, hidden) are ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..camera import CameraIntrinsics
+from ..focal_stack import FocalStack, FocalStackError
+from .base import CaptureBackend, CaptureError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+
+
+def focus_distance_from_name(path: Path) -> float:
+    """Focus distance in metres from the last `_` field of the stem; CaptureError if absent."""
+    field = path.stem.rsplit("_", 1)[-1]
+    try:
+        distance_m = float(field)
+    except ValueError:
+        raise CaptureError(
+            f"{path}: no focus distance in the name (expected '<anything>_<metres>{path.suffix}', "
+            f"last field is '{field}')"
+        ) from None
+    if not math.isfinite(distance_m) or distance_m <= 0:
+        raise CaptureError(f"{path}: focus distance {field} is not a positive number of metres")
+    return distance_m
+
+
+def list_stack_images(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+class DirectoryCapture(CaptureBackend):
+    """Replays stacks from `root`: itself a stack folder, or a folder of stack subfolders.
+
+    Subfolders replay in sorted name order, one stack per `capture_stack()`
+    call; after the last one the backend starts again when `loop` is set and
+    otherwise returns None. Frames are sorted by ascending focus distance and
+    the nearest-focus frame is the reference (index 0), as in the reference
+    implementation.
+
+    Size: `width_px` and `height_px` both set resize to exactly that size (the
+    aspect ratio may change; x and y intrinsics scale separately); one of them
+    set keeps the files' aspect ratio; neither keeps the files' size.
+    Intrinsics: `intrinsics` for the files' native size (rescaled to the output
+    size) or, without it, a centred pinhole with square pixels and the given
+    horizontal field of view (the 70 deg default is a rough phone main camera).
+    Stacks are registered=False unless `register` is set, in which case they
+    are aligned here with register_stack(motion=`registration_motion`).
+    Decoded stacks are cached per folder, so loops do not decode JPEGs again.
+    """
+
+    name = "directory"
+
+    def __init__(
+        self,
+        root: str | Path,
+        width_px: int | None = None,
+        height_px: int | None = None,
+        horizontal_fov_deg: float = 70.0,
+        intrinsics: CameraIntrinsics | None = None,
+        loop: bool = False,
+        register: bool = False,
+        registration_motion: str = "homography",
+        frame_id: str = "camera_optical_frame",
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise CaptureError(f"stack directory {self.root} does not exist")
+        for label, value in (("width_px", width_px), ("height_px", height_px)):
+            if value is not None and value < 8:
+                raise CaptureError(f"{label} must be >= 8, got {value}")
+        if intrinsics is None and not 0.0 < horizontal_fov_deg < 180.0:
+            raise CaptureError(f"horizontal_fov_deg must be in (0, 180), got {horizontal_fov_deg}")
+        if list_stack_images(self.root):
+            self.stack_folders = [self.root]
+        else:
+            self.stack_folders = sorted(p for p in self.root.iterdir() if p.is_dir() and list_stack_images(p))
+        if not self.stack_folders:
+            raise CaptureError(f"{self.root} holds no images and no subfolders with images")
+        self.width_px = width_px
+        self.height_px = height_px
+        self.horizontal_fov_deg = horizontal_fov_deg
+        self.intrinsics = intrinsics
+        self.loop = loop
+        self.register = register
+        self.registration_motion = registration_motion
+        self.frame_id = frame_id
+        self._next_index = 0
+        self._cache: dict[Path, FocalStack] = {}
+
+    def capture_stack(self) -> FocalStack | None:
+        if self._next_index >= len(self.stack_folders):
+            if not self.loop:
+                return None
+            self._next_index = 0
+        folder = self.stack_folders[self._next_index]
+        self._next_index += 1
+        if folder not in self._cache:
+            self._cache[folder] = self.load_stack(folder)
+        stack = self._cache[folder]
+        return FocalStack(
+            frames=stack.frames,
+            focus_distances_m=stack.focus_distances_m,
+            intrinsics=stack.intrinsics,
+            reference_index=stack.reference_index,
+            registered=stack.registered,
+            stamp_s=time.time(),
+            frame_id=self.frame_id,
+            valid_mask=stack.valid_mask,
+        )
+
+    def load_stack(self, folder: Path) -> FocalStack:
+        """Read, sort, resize (and register if configured) the stack in `folder`."""
+        paths = list_stack_images(folder)
+        if len(paths) < 2:
+            raise CaptureError(f"{folder}: a focal stack needs at least 2 images, found {len(paths)}")
+        distances_m = [focus_distance_from_name(p) for p in paths]
+        order = np.argsort(distances_m, kind="stable")
+        paths = [paths[i] for i in order]
+        distances_m = np.array(distances_m)[order]
+        repeated = [
+            f"{paths[i - 1].name} and {paths[i].name} at {distances_m[i]:g} m"
+            for i in range(1, len(paths)) if distances_m[i] == distances_m[i - 1]
+        ]
+        if repeated:
+            raise CaptureError(f"{folder}: duplicate focus distances: {'; '.join(repeated)}")
+        frames = [self._read_rgb(p) for p in paths]
+        native_height, native_width = frames[0].shape[:2]
+        for path, frame in zip(paths, frames):
+            if frame.shape[:2] != (native_height, native_width):
+                raise CaptureError(
+                    f"{folder}: mixed image sizes, {path.name} is {frame.shape[1]}x{frame.shape[0]} "
+                    f"but {paths[0].name} is {native_width}x{native_height}"
+                )
+        width, height = self._output_size(native_width, native_height)
+        if (width, height) != (native_width, native_height):
+            frames = [cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames]
+        stack = FocalStack(
+            frames=np.stack(frames),
+            focus_distances_m=distances_m,
+            intrinsics=self._native_intrinsics(native_width, native_height).scaled(width, height),
+            reference_index=0,
+            registered=False,
+            frame_id=self.frame_id,
+        )
+        try:
+            stack.validate()
+            if self.register:
+                from ..registration import register_stack
+
+                stack = register_stack(stack, self.registration_motion).stack
+        except FocalStackError as exc:
+            raise CaptureError(f"{folder}: {exc}") from exc
+        return stack
+
+    def _read_rgb(self, path: Path) -> np.ndarray:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise CaptureError(f"{path}: unreadable image file")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def _output_size(self, native_width: int, native_height: int) -> tuple[int, int]:
+        if self.width_px is not None and self.height_px is not None:
+            return self.width_px, self.height_px
+        if self.width_px is not None:
+            return self.width_px, max(1, round(native_height * self.width_px / native_width))
+        if self.height_px is not None:
+            return max(1, round(native_width * self.height_px / native_height)), self.height_px
+        return native_width, native_height
+
+    def _native_intrinsics(self, width: int, height: int) -> CameraIntrinsics:
+        if self.intrinsics is not None:
+            return self.intrinsics
+        focal_px = (width / 2.0) / math.tan(math.radians(self.horizontal_fov_deg) / 2.0)
+        return CameraIntrinsics(
+            fx=focal_px, fy=focal_px, cx=(width - 1) / 2.0, cy=(height - 1) / 2.0, width=width, height=height
+        )
