@@ -159,6 +159,10 @@ class V4L2Capture(CaptureBackend):
         except CaptureError as exc:
             self._lose_camera(str(exc))
             raise
+        except cv2.error as exc:  # a driver failing mid-sweep counts as the camera being lost
+            message = f"camera {self.device!r} failed mid-sweep: {exc}"
+            self._lose_camera(message)
+            raise CaptureError(message) from exc
         self._stacks_captured += 1
         return stack
 
