@@ -297,6 +297,19 @@ def test_refused_focus_is_a_capture_error(video_path):
     assert not capture.status.connected
 
 
+def test_driver_exception_mid_sweep_is_a_lost_camera(video_path):
+    class CrashingCamera(RecordingCamera):
+        def read(self):
+            raise cv2.error("VIDIOC_DQBUF: No such device")
+
+    clock = FakeClock()
+    capture = make_capture(lambda d: CrashingCamera(video_path, []), clock=clock)
+    with pytest.raises(CaptureError, match="No such device"):
+        capture.capture_stack()
+    assert not capture.status.connected and "No such device" in capture.status.last_error
+    assert capture.capture_stack() is None
+
+
 def test_rejects_unsorted_sweep():
     with pytest.raises(ValueError, match="strictly increasing"):
         V4L2Capture(
