@@ -114,13 +114,19 @@ class _FrameMessage:
         return _FrameRejected(code, text, self.stack_id, self.index)
 
 
+@dataclass(frozen=True)
+class _ReceivedFrame:
+    rgb: np.ndarray
+    focus_distance_m: float
+    intrinsics_px: tuple[float, float, float, float] | None
+    arrival_s: float
+
+
 @dataclass
 class _PartialStack:
     count: int
-    frames_rgb: dict[int, np.ndarray] = field(default_factory=dict)
-    focus_distances_m: dict[int, float] = field(default_factory=dict)
-    intrinsics_px: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)
-    arrival_s: dict[int, float] = field(default_factory=dict)
+    frames: dict[int, _ReceivedFrame] = field(default_factory=dict)
+    """By index (capture order)."""
 
 
 class PhoneBridge:
@@ -341,23 +347,23 @@ class PhoneBridge:
             if partial is None:
                 partial = self._open_stack(frame.stack_id, frame.count)
             if frame.count != partial.count:
-                raise frame.rejected("count_mismatch", f"stack has count {partial.count}, frame says {frame.count}")
-            if frame.index in partial.frames_rgb:
+                raise frame.rejected(
+                    "count_mismatch", f"stack has count {partial.count}, frame says {frame.count}"
+                )
+            if frame.index in partial.frames:
                 raise frame.rejected("duplicate_frame", f"frame {frame.index} was already received")
-            if partial.frames_rgb:
-                expected_shape = next(iter(partial.frames_rgb.values())).shape
+            if partial.frames:
+                expected_shape = next(iter(partial.frames.values())).rgb.shape
                 if frame_rgb.shape != expected_shape:
                     raise frame.rejected(
                         "frame_size_mismatch",
                         f"frame is {frame_rgb.shape[1]}x{frame_rgb.shape[0]}, the stack's "
                         f"are {expected_shape[1]}x{expected_shape[0]}",
                     )
-            partial.frames_rgb[frame.index] = frame_rgb
-            partial.focus_distances_m[frame.index] = frame.focus_distance_m
-            partial.arrival_s[frame.index] = time.time()
-            if frame.intrinsics_px is not None:
-                partial.intrinsics_px[frame.index] = frame.intrinsics_px
-            received = len(partial.frames_rgb)
+            partial.frames[frame.index] = _ReceivedFrame(
+                frame_rgb, frame.focus_distance_m, frame.intrinsics_px, time.time()
+            )
+            received = len(partial.frames)
             if received < partial.count:
                 return {
                     "type": "ack",
@@ -391,7 +397,7 @@ class PhoneBridge:
             _LOG.warning(
                 "dropped incomplete phone stack %r (%d of %d frames) to make room for %r",
                 oldest_id,
-                len(oldest.frames_rgb),
+                len(oldest.frames),
                 oldest.count,
                 stack_id,
             )
@@ -401,11 +407,16 @@ class PhoneBridge:
 
     def _assemble(self, partial: _PartialStack) -> FocalStack:
         """Sort frames near to far, attach intrinsics; FocalStackError when unusable."""
-        order = sorted(partial.frames_rgb, key=lambda i: partial.focus_distances_m[i])
-        frames = np.stack([partial.frames_rgb[i] for i in order])
+        near_to_far = sorted(partial.frames.values(), key=lambda f: f.focus_distance_m)
+        frames = np.stack([f.rgb for f in near_to_far])
         height_px, width_px = frames.shape[1:3]
-        if partial.intrinsics_px:
-            fx, fy, cx, cy = partial.intrinsics_px[min(partial.intrinsics_px)]
+        given_intrinsics = [
+            partial.frames[i].intrinsics_px
+            for i in sorted(partial.frames)
+            if partial.frames[i].intrinsics_px is not None
+        ]
+        if given_intrinsics:
+            fx, fy, cx, cy = given_intrinsics[0]
             intrinsics = CameraIntrinsics(fx, fy, cx, cy, width_px, height_px)
         elif self.intrinsics is not None:
             intrinsics = self.intrinsics.scaled(width_px, height_px)
@@ -413,11 +424,11 @@ class PhoneBridge:
             raise FocalStackError("no frame carries fx, fy, cx, cy and the bridge has no default")
         return FocalStack(
             frames=frames,
-            focus_distances_m=np.array([partial.focus_distances_m[i] for i in order]),
+            focus_distances_m=np.array([f.focus_distance_m for f in near_to_far]),
             intrinsics=intrinsics,
             reference_index=0,
             registered=False,
-            stamp_s=partial.arrival_s[order[0]],
+            stamp_s=near_to_far[0].arrival_s,
             frame_id=self.frame_id,
         ).validate()
 

@@ -243,7 +243,7 @@ class V4L2Capture(CaptureBackend):
         )
 
     def _lock_exposure_and_white_balance(self, capture: VideoCaptureLike) -> list[tuple[int, float]]:
-        """Switch exposure and white balance to manual at their current values; return the auto modes to restore."""
+        """Set exposure and white balance to manual at their current values; return auto modes to restore."""
         saved_auto_modes = []
         for (auto_prop, value_prop), manual_mode in (
             (_EXPOSURE_CONTROLS, self.manual_exposure_mode),
