@@ -193,6 +193,14 @@ def _branch_weights(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
     return state
 
 
+def _key_list(keys: list[str], shown: int = 10) -> str:
+    """At most `shown` keys and the total, so a wrong file gives a readable message."""
+    if not keys:
+        return "none"
+    more = f", ... ({len(keys)} in all)" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
+
+
 def load_depth_anything_weights(model: DepthAnything, path: str | Path) -> None:
     """Load a Depth Anything V1/V2 weight file (or a HybridDepth checkpoint's branch) strictly into `model`.
 
@@ -210,8 +218,7 @@ def load_depth_anything_weights(model: DepthAnything, path: str | Path) -> None:
     mismatched = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
     if missing or unexpected or mismatched:
         raise ValueError(
-            f"{path}: does not match DepthAnything weights; missing keys {missing[:10]}"
-            f"{' ...' if len(missing) > 10 else ''} ({len(missing)}), unexpected keys {unexpected[:10]}"
-            f"{' ...' if len(unexpected) > 10 else ''} ({len(unexpected)}), shape mismatches {mismatched[:10]}"
+            f"{path}: not DepthAnything weights for this configuration; missing keys: {_key_list(missing)}; "
+            f"unexpected keys: {_key_list(unexpected)}; shape mismatches: {_key_list(mismatched)}"
         )
     model.load_state_dict(state, strict=True)
