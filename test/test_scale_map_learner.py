@@ -54,6 +54,13 @@ def test_output_is_global_depth_times_relu_one_plus_head_and_floored():
     assert torch.allclose(out[..., :8, :], torch.full_like(out[..., :8, :], 0.02))
 
 
+def test_any_size_is_padded_and_cropped_back():
+    model = ScaleMapLearner().eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 50, 70), torch.ones(1, 1, 50, 70))
+    assert out.shape == (1, 1, 50, 70) and torch.all(torch.isfinite(out))
+
+
 @needs_shared
 def test_state_dict_matches_manifest():
     manifest = json.loads(MANIFEST_PATH.read_text())

@@ -16,6 +16,8 @@ from torch import nn
 
 from .efficientnet_lite import EfficientNetLiteEncoder
 
+SIZE_MULTIPLE_PX = 32
+
 
 class ResidualConvUnit(nn.Module):
     """x + conv(relu(conv(relu(x)))), 3x3 convs with bias, no normalisation."""
@@ -68,7 +70,8 @@ class OutputHead(nn.Module):
 class ScaleMapLearner(nn.Module):
     """Per-pixel scale refinement: forward(x (B,C,H,W), global_depth (B,1,H,W)) -> metric depth (B,1,H,W).
 
-    H and W should be multiples of 32 for the decoder to land on the input size.
+    The encoder works on multiples of 32 px; other sizes are edge-padded at the
+    bottom and right and the output cropped back.
     `min_pred_m` is the floor the reference applies to its output; `max_pred_m`
     is kept for fidelity with the reference configuration, which sets but never
     applies it.
@@ -111,5 +114,9 @@ class ScaleMapLearner(nn.Module):
         return F.relu(1.0 + s.output_conv(path))
 
     def forward(self, x: torch.Tensor, global_depth: torch.Tensor) -> torch.Tensor:
-        prediction = global_depth * self.predict_scales(x)
-        return prediction.clamp_min(self.min_pred_m)
+        height, width = x.shape[-2:]
+        pad_bottom, pad_right = -height % SIZE_MULTIPLE_PX, -width % SIZE_MULTIPLE_PX
+        if pad_bottom or pad_right:
+            x = F.pad(x, (0, pad_right, 0, pad_bottom), mode="replicate")
+        scales = self.predict_scales(x)[..., :height, :width]
+        return (global_depth * scales).clamp_min(self.min_pred_m)
