@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -24,7 +25,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 
 def focus_distance_from_name(path: Path) -> float:
     """Focus distance in metres from the last `_` field of the stem; CaptureError if absent."""
-    field = path.stem.rsplit("_", 1)[-1]
+    field = path.stem.rsplit("_", 1)[-1] if "_" in path.stem else ""
     try:
         distance_m = float(field)
     except ValueError:
@@ -112,17 +113,7 @@ class DirectoryCapture(CaptureBackend):
         self._next_index += 1
         if folder not in self._cache:
             self._cache[folder] = self.load_stack(folder)
-        stack = self._cache[folder]
-        return FocalStack(
-            frames=stack.frames,
-            focus_distances_m=stack.focus_distances_m,
-            intrinsics=stack.intrinsics,
-            reference_index=stack.reference_index,
-            registered=stack.registered,
-            stamp_s=time.time(),
-            frame_id=self.frame_id,
-            valid_mask=stack.valid_mask,
-        )
+        return replace(self._cache[folder], stamp_s=time.time())
 
     def load_stack(self, folder: Path) -> FocalStack:
         """Read, sort, resize (and register if configured) the stack in `folder`."""
