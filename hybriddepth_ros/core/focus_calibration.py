@@ -195,7 +195,7 @@ class FocusCalibration:
             "focus_distance_m": [float(d) for d in self.focus_distance_m],
         }
         header = "# Focus calibration: lens position (units) -> focus distance (m), interpolated in diopters.\n"
-        Path(path).write_text(header + yaml.safe_dump(table, sort_keys=False))
+        Path(path).write_text(header + yaml.safe_dump(table, sort_keys=False, default_flow_style=None, width=100))
 
     @classmethod
     def load(cls, path: str | Path) -> "FocusCalibration":
