@@ -142,7 +142,8 @@ class FocusCalibration:
         object.__setattr__(self, "focus_distance_m", distances)
         if units.size != distances.size or units.size < 2:
             raise FocusCalibrationError(
-                f"need at least 2 equally many lens_units and focus_distance_m, got {units.size} and {distances.size}"
+                f"need at least 2 equally many lens_units and focus_distance_m, "
+                f"got {units.size} and {distances.size}"
             )
         if not (np.all(np.isfinite(units)) and np.all(np.isfinite(distances))) or np.any(distances <= 0):
             raise FocusCalibrationError("lens_units must be finite and focus_distance_m finite and > 0 m")
@@ -164,7 +165,8 @@ class FocusCalibration:
         """Lens units that focus at `distance_m` (scalar or array)."""
         distance = np.asarray(distance_m, dtype=np.float64)
         near_m, far_m = self.distance_range_m
-        if np.any(~np.isfinite(distance)) or np.any(distance < near_m * (1 - 1e-9)) or np.any(distance > far_m * (1 + 1e-9)):
+        inside = np.isfinite(distance) & (distance >= near_m * (1 - 1e-9)) & (distance <= far_m * (1 + 1e-9))
+        if not np.all(inside):
             raise FocusCalibrationError(f"distance {distance_m} m outside the calibrated {near_m:g}..{far_m:g} m")
         diopters, units = self.diopters, self.lens_units
         if diopters[0] > diopters[-1]:
@@ -180,7 +182,9 @@ class FocusCalibration:
         return _scalar_or_array(1.0 / np.interp(position, self.lens_units, self.diopters))
 
     @classmethod
-    def from_fit(cls, fit: FocusFit, units_low: float, units_high: float, num_points: int = 17) -> "FocusCalibration":
+    def from_fit(
+        cls, fit: FocusFit, units_low: float, units_high: float, num_points: int = 17
+    ) -> "FocusCalibration":
         """Tabulate a fit over units_low..units_high, keeping only positions that focus closer than infinity."""
         units = np.linspace(units_low, units_high, num_points)
         diopters = fit.diopters(units)

@@ -196,7 +196,8 @@ def _ecc_coarse_to_fine(
     correlation = 0.0
     for level in range(coarsest, -1, -1):
         finest = level == 0
-        criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100 if finest else 60, 1e-6 if finest else 1e-5)
+        max_iterations, min_gain = (100, 1e-6) if finest else (60, 1e-5)
+        criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, max_iterations, min_gain)
         ecc_warp = warp.astype(np.float32) if motion_type == cv2.MOTION_HOMOGRAPHY else warp[:2].astype(np.float32)
         try:
             correlation, ecc_warp = cv2.findTransformECC(

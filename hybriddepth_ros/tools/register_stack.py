@@ -85,7 +85,8 @@ def _before_after_grid(
             (_red_cyan(grays[ref], grays[i]), "before"),
             (after, "after (dim: invalid)"),
         ]
-        rows.append(np.hstack([_labelled(cv2.resize(t, thumb_size, interpolation=cv2.INTER_AREA), text) for t, text in tiles]))
+        thumbs = [_labelled(cv2.resize(t, thumb_size, interpolation=cv2.INTER_AREA), text) for t, text in tiles]
+        rows.append(np.hstack(thumbs))
     return np.vstack(rows)
 
 
