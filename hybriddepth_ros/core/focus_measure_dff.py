@@ -2,23 +2,22 @@
 
 Each frame's focus measure is the sum-modified Laplacian (SML) of its
 luminance averaged over a square window. A pixel's depth is where its focus
-measure curve peaks: the sharpest frame, refined by fitting a Gaussian (a
-parabola through the log focus measure) through that frame and its two
-neighbours in diopter space, where blur grows linearly with defocus. The
-parabola is fitted to a Box-Cox transform of the focus measure, ((f/f_peak)^λ - 1)/λ:
-λ = 0 is the log (a Gaussian fit, exact for Gaussian blur); the default λ = -3
-suits disc-shaped blur (a real aperture), whose focus measure falls off as a
-power of defocus; a log fit there pulls estimates towards the nearest frame by
-up to 1/7 of a focus step, λ = -3 by under 1/40 (measured on simulated planes).
-Where the sharpest frame is the first or the last of the sweep the true focus
-may lie beyond it, so depth there is NaN; a sweep of two frames has no interior
-frame and gives no depth.
+measure curve peaks: the sharpest frame, refined by a parabola through that
+frame and its two neighbours in diopter space, where blur grows linearly with
+defocus. The parabola is fitted to a Box-Cox transform of the focus measure,
+((f/f_peak)^λ - 1)/λ: λ = 0 is the log (a Gaussian fit, exact for Gaussian
+blur); the default λ = -3 suits disc-shaped blur (a real aperture), whose focus
+measure falls off as a power of defocus: on simulated planes a log fit pulls
+estimates towards the nearest frame by up to 1/7 of a focus step, λ = -3 by
+under 1/40. Where the sharpest frame is the first or the last of the sweep the
+true focus may lie beyond it, so depth there is NaN, as it is where the curve
+is flat; a sweep of two frames has no interior frame and gives no depth.
 
-Confidence in [0, 1] is the product of two factors: how far the peak rises
-above the rest of the curve (1 - mean/peak, scaled so a flat curve gives 0 and
-a single clean peak gives about 1; low on textureless surfaces, where every
-frame looks alike, and at depth edges, where two surfaces give two peaks), and
-how much texture signal the peak has over sensor noise.
+Confidence in [0, 1] is the product of three factors: how far the peak rises
+above the rest of the curve (1 - mean/peak; near 0 on textureless surfaces,
+where every frame looks alike), whether the curve has a single peak (a second
+one appears at depth edges, where the window sees two surfaces, and on
+periodic texture), and how much texture signal the peak has over sensor noise.
 """
 
 from __future__ import annotations
@@ -48,6 +47,8 @@ class FocusMeasureBackend(DepthBackend):
       (-3 for disc blur, 0 for Gaussian blur).
     noise_floor: SML level (luminance in [0, 1] per pixel) that sensor noise
       alone reaches; peaks near it get low confidence.
+    second_peak_tolerance: a second peak this high (relative to the main
+      one) drives confidence to 0.
     min_confidence: depth below this confidence is set to NaN (0 keeps every
       interior peak; the confidence map is returned either way).
     """
@@ -60,6 +61,7 @@ class FocusMeasureBackend(DepthBackend):
         window_px: int = 9,
         curve_exponent: float = -3.0,
         noise_floor: float = 0.01,
+        second_peak_tolerance: float = 0.2,
         min_confidence: float = 0.0,
     ) -> None:
         if window_px < 1 or window_px % 2 == 0:
@@ -72,6 +74,7 @@ class FocusMeasureBackend(DepthBackend):
         self.window_px = window_px
         self.curve_exponent = curve_exponent
         self.noise_floor = noise_floor
+        self.second_peak_tolerance = second_peak_tolerance
         self.min_confidence = min_confidence
 
     def estimate(self, stack: FocalStack) -> DepthResult:
@@ -90,13 +93,10 @@ class FocusMeasureBackend(DepthBackend):
         if self.min_confidence > 0:
             depth_m = torch.where(confidence >= self.min_confidence, depth_m, torch.nan)
         confidence = torch.where(torch.isnan(depth_m), 0.0, confidence)
-        result = DepthResult(
-            depth_m=depth_m.cpu().numpy().astype(np.float32),
-            confidence=confidence.cpu().numpy().astype(np.float32),
-            timings_s=timings_s,
-        )
+        depth_np = depth_m.cpu().numpy().astype(np.float32)
+        confidence_np = confidence.cpu().numpy().astype(np.float32)
         timings_s["peak_fit"] = time.perf_counter() - start_s
-        return result
+        return DepthResult(depth_m=depth_np, confidence=confidence_np, timings_s=timings_s)
 
     def focus_measure(self, luma: torch.Tensor) -> torch.Tensor:
         """(N, H, W) window-averaged sum-modified Laplacian of (N, H, W) luminance."""
@@ -116,31 +116,46 @@ class FocusMeasureBackend(DepthBackend):
         count = focus.shape[0]
         peak = focus.argmax(dim=0)
         peak_value = focus.gather(0, peak[None])[0]
-        inner = peak.clamp(1, max(count - 2, 1)) if count >= 3 else peak
-        interior = (peak > 0) & (peak < count - 1)
         if count < 3:
-            nan = torch.full_like(peak_value, torch.nan)
-            return nan, torch.zeros_like(peak_value)
+            return torch.full_like(peak_value, torch.nan), torch.zeros_like(peak_value)
         relative = focus / peak_value.clamp(min=1e-12)
+        rise = 1.0 - relative.mean(dim=0)
+        inner = peak.clamp(1, count - 2)
         y0, y1, y2 = (
             self._box_cox(relative.gather(0, (inner + k)[None])[0]) for k in (-1, 0, 1)
         )
         x0, x1, x2 = (diopters[inner + k] for k in (-1, 0, 1))
         vertex = _parabola_vertex(x0, y0, x1, y1, x2, y2)
-        depth_m = torch.where(interior, 1.0 / vertex, torch.nan)
+        has_peak = (peak > 0) & (peak < count - 1) & (rise > 0)
+        depth_m = torch.where(has_peak, 1.0 / vertex, torch.nan)
 
-        rise = 1.0 - focus.mean(dim=0) / peak_value.clamp(min=1e-12)
         # A single clean peak over N frames leaves the mean well below the peak;
         # scale so that a rise of 0.5 or more counts as fully peaked.
         peakedness = (rise / 0.5).clamp(0.0, 1.0)
+        unimodal = (1.0 - _second_peak(relative, peak) / self.second_peak_tolerance).clamp(0.0, 1.0)
         signal = peak_value / (peak_value + self.noise_floor)
-        return depth_m, peakedness * signal
+        return depth_m, peakedness * unimodal * signal
 
     def _box_cox(self, relative_focus: torch.Tensor) -> torch.Tensor:
         values = relative_focus.clamp(min=1e-6)
         if self.curve_exponent == 0:
             return torch.log(values)
         return (values**self.curve_exponent - 1.0) / self.curve_exponent
+
+
+def _second_peak(relative: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
+    """How far (relative to the main peak) a (N, H, W) curve rises again after falling from its peak.
+
+    Walking away from the peak, a single-peaked curve only falls; the largest
+    rise over the lowest value passed so far measures a second peak, as at depth
+    edges where the window sees two surfaces.
+    """
+    index = torch.arange(relative.shape[0], device=relative.device)[:, None, None]
+    beyond = torch.full_like(relative, torch.inf)
+    right = torch.where(index >= peak[None], relative, beyond).cummin(dim=0).values
+    left = torch.where(index <= peak[None], relative, beyond).flip(0).cummin(dim=0).values.flip(0)
+    lowest_so_far = torch.minimum(right, left)
+    return (relative - lowest_so_far).amax(dim=0)
 
 
 def _parabola_vertex(x0, y0, x1, y1, x2, y2) -> torch.Tensor:

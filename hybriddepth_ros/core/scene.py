@@ -74,7 +74,7 @@ def make_scene(
 
     flat_indices = set(rng.choice(num_objects, size=num_textureless, replace=False).tolist())
     for index in range(num_objects):
-        object_d = rng.uniform(far_d + 0.2 * span_d, near_d - 0.02 * span_d)
+        object_d = rng.uniform(far_d + 0.15 * span_d, near_d - 0.12 * span_d)
         centre_u, centre_v = rng.uniform(-0.4, 0.4), rng.uniform(-0.8, 0.8) * v_bottom
         half_size = rng.uniform(0.06, 0.2)
         if rng.random() < 0.5:
@@ -113,8 +113,8 @@ def make_scene(
 
 def _colour_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A dark and a bright colour, far enough apart in brightness for visible texture."""
-    hue = rng.uniform(0.2, 1.0, size=3)
-    return hue * rng.uniform(0.05, 0.3), hue * rng.uniform(0.7, 1.0)
+    hue = rng.uniform(0.4, 1.0, size=3)
+    return hue * rng.uniform(0.05, 0.25), hue * rng.uniform(0.8, 1.0)
 
 
 def _texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -136,13 +136,13 @@ def _texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
 
 
 def _multiscale_noise(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """Sum of random grids upsampled from periods of 2 to 32 pixels, scaled to [0, 1]."""
+    """Random grids upsampled from periods of 2 to 32 pixels, fine ones weighted most, scaled to [0, 1]."""
     total = np.zeros((height, width), dtype=np.float64)
-    for period_px in (2, 4, 8, 16, 32):
+    for period_px, weight in ((2, 1.0), (4, 1.0), (8, 0.8), (16, 0.6), (32, 0.5)):
         grid = rng.random((height // period_px + 2, width // period_px + 2))
         upsampled = cv2.resize(
             grid, (grid.shape[1] * period_px, grid.shape[0] * period_px), interpolation=cv2.INTER_CUBIC
         )
-        total += upsampled[:height, :width]
+        total += weight * upsampled[:height, :width]
     low, high = total.min(), total.max()
     return (total - low) / max(high - low, 1e-9)

@@ -73,7 +73,7 @@ def render_defocus(
     kind (uint8, or float32 in [0, 1]). Options as for `render_focal_stack_float`.
     """
     frames = render_focal_stack_float(rgb, depth_m, [focus_distance_m], lens, **options)
-    return _quantise(frames)[0] if np.asarray(rgb).dtype == np.uint8 else frames[0]
+    return quantise_frames(frames)[0] if np.asarray(rgb).dtype == np.uint8 else frames[0]
 
 
 def render_focal_stack(
@@ -84,11 +84,18 @@ def render_focal_stack(
     **options,
 ) -> np.ndarray:
     """(N, H, W, 3) uint8 frames, one per focus distance. Options as for `render_focal_stack_float`."""
-    return _quantise(render_focal_stack_float(rgb, depth_m, focus_distances_m, lens, **options))
+    return quantise_frames(render_focal_stack_float(rgb, depth_m, focus_distances_m, lens, **options))
 
 
-def _quantise(frames: np.ndarray) -> np.ndarray:
+def quantise_frames(frames: np.ndarray) -> np.ndarray:
+    """Float frames in [0, 1] -> uint8, rounded to the nearest level."""
     return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
+
+
+def add_sensor_noise(frames: np.ndarray, noise_std: float, rng: np.random.Generator) -> np.ndarray:
+    """Float frames in [0, 1] plus Gaussian noise of `noise_std` 8-bit levels, clipped to [0, 1]."""
+    noise = rng.normal(0.0, noise_std / 255.0, size=frames.shape).astype(np.float32)
+    return np.clip(frames + noise, 0.0, 1.0)
 
 
 def render_focal_stack_float(
@@ -150,7 +157,6 @@ def render_focal_stack_float(
         )
         layers.append((1.0 / diopter, box, premultiplied.astype(np.float32)))
 
-    rng = np.random.default_rng(seed)
     frames = np.empty((focus_m.size, height, width, 3), dtype=np.float32)
     for index, focus_distance_m in enumerate(focus_m):
         composite = np.zeros((height, width, 4), dtype=np.float32)
@@ -167,9 +173,7 @@ def render_focal_stack_float(
         # (e.g. behind a foreground object, where the background is unknown).
         image = np.clip(composite[..., :3] / np.maximum(composite[..., 3:4], 1e-6), 0.0, 1.0)
         frames[index] = image ** (1.0 / _SRGB_GAMMA) if linear_light else image
-    if noise_std > 0:
-        frames += rng.normal(0.0, noise_std / 255.0, size=frames.shape).astype(np.float32)
-    return np.clip(frames, 0.0, 1.0)
+    return add_sensor_noise(frames, noise_std, np.random.default_rng(seed)) if noise_std > 0 else frames
 
 
 def _blur_layer(premultiplied: np.ndarray, box, image_shape, kernel: np.ndarray):
