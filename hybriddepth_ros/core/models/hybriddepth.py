@@ -49,6 +49,7 @@ class HybridDepthNet(nn.Module):
     metric_branch: any module mapping (focal_stack (B,N,3,H,W), focus_distances_m (B,N))
         to (depth_m, std_m), each (B,1,H,W). Default: DFVNet; a weight-free DFF fits too.
     alignment: 'least_squares' (the reference) or 'confidence_weighted' (robust, DFF-std weighted).
+    refiner: the ScaleMapLearner to use (e.g. one shared with another instance). Default: a new one.
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class HybridDepthNet(nn.Module):
         relative_branch: nn.Module | None = None,
         metric_branch: nn.Module | None = None,
         alignment: str = "least_squares",
+        refiner: ScaleMapLearner | None = None,
     ):
         super().__init__()
         if alignment not in ALIGNMENT_METHODS:
@@ -63,7 +65,9 @@ class HybridDepthNet(nn.Module):
         self.alignment = alignment
         self.depth_anything = relative_branch if relative_branch is not None else DepthAnything("vits")
         self.DFF_model = metric_branch if metric_branch is not None else DFVNet()
-        self.ScaleMapLearner = ScaleMapLearner(in_channels=3, min_pred_m=0.02, max_pred_m=0.28)
+        self.ScaleMapLearner = (
+            refiner if refiner is not None else ScaleMapLearner(in_channels=3, min_pred_m=0.02, max_pred_m=0.28)
+        )
 
     def relative_depth(self, aif: torch.Tensor) -> torch.Tensor:
         """Relative depth (inverted relative-branch output, inf -> 0), (B,1,H,W)."""

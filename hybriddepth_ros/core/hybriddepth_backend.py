@@ -1,0 +1,240 @@
+"""The learned HybridDepth depth backend: official weights, the reference's preprocessing, per-stage timings.
+
+Preprocessing follows the reference's own inference path: frames resized to the
+working size (640x480 by default), registered to the reference frame when the
+stack is not registered yet, ordered by ascending focus distance, scaled to
+[0, 1]; only the DFF branch's stack is normalised with the ImageNet mean/std.
+The relative branch sees the reference frame, or an all-in-focus composite of
+the stack (`relative_input="all_in_focus"`).
+
+Confidence is derived from the DFF branch's per-pixel std of the focus
+distance: ``1 - std / (0.5 * (d_max - d_min))`` clipped to [0, 1], where
+d_min, d_max are the nearest and farthest focus distances. Half the sweep range
+is the largest std a distribution over the sweep can have, so a certain pixel
+scores 1 and a pixel torn between the two ends of the sweep scores 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .alignment import ALIGNMENT_METHODS
+from .all_in_focus import all_in_focus
+from .depth_backend import DepthBackend, DepthResult
+from .device import resolve_device, resolve_precision
+from .focal_stack import FocalStack
+from .focus_measure_dff import FocusMeasureBackend
+from .models.checkpoint import load_hybriddepth_checkpoint
+from .models.hybriddepth import HybridDepthNet
+from .registration import register_stack
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RELATIVE_INPUTS = ("reference", "all_in_focus")
+METRIC_BRANCHES = ("dfv", "focus_measure")
+STAGES = ("relative", "dff", "alignment", "refinement")
+_LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def confidence_from_std(dff_std_m: torch.Tensor, focus_distances_m: torch.Tensor) -> torch.Tensor:
+    """1 - std / (half the sweep range), clipped to [0, 1]; see the module docstring."""
+    half_range_m = 0.5 * (focus_distances_m.max() - focus_distances_m.min())
+    return (1.0 - dff_std_m / half_range_m).clamp(0.0, 1.0)
+
+
+class FocusMeasureBranch(nn.Module):
+    """The weight-free focus-measure DFF wrapped as a metric branch of HybridDepthNet.
+
+    forward(focal_stack (B,N,3,H,W) in [0,1] without normalisation, focus_distances_m (B,N))
+    -> (depth_m, std_m). Depth is NaN where the focus curve has no interior peak;
+    std is mapped from its confidence by the inverse of `confidence_from_std`
+    (half the sweep range where there is no depth), so the refiner sees the
+    same kind of signal as from DFV.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.focus_measure = FocusMeasureBackend(device="cpu")
+
+    def forward(self, focal_stack: torch.Tensor, focus_distances_m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        luma_weights = torch.tensor(_LUMA_WEIGHTS, device=focal_stack.device, dtype=torch.float32)
+        depths, stds = [], []
+        for frames, distances in zip(focal_stack.float(), focus_distances_m.float()):
+            luma = torch.einsum("nchw,c->nhw", frames, luma_weights)
+            depth_m, confidence = self.focus_measure._peak_depth(self.focus_measure.focus_measure(luma), 1.0 / distances)
+            half_range_m = 0.5 * (distances.max() - distances.min())
+            confidence = torch.where(torch.isfinite(depth_m), confidence, torch.zeros_like(confidence))
+            depths.append(depth_m)
+            stds.append((1.0 - confidence) * half_range_m)
+        return torch.stack(depths)[:, None], torch.stack(stds)[:, None]
+
+
+class HybridDepthBackend(DepthBackend):
+    """HybridDepth on one torch device; refuses to run without weights.
+
+    checkpoint_path: official HybridDepth .ckpt (or a state_dict), loaded strictly.
+    precision: fp32 | fp16 | bf16 (autocast; fp16 on CPU runs as fp32).
+    relative_input: 'reference' frame or 'all_in_focus' composite for the relative branch.
+    alignment: 'least_squares' (reference) or 'confidence_weighted'.
+    metric_branch: 'dfv' (the checkpoint's DFF network) or 'focus_measure' (weight-free DFF).
+    working_size: (height, width) px the network runs at; depth is resized back to the stack.
+    model: an already-loaded HybridDepthNet instead of checkpoint_path (tests, benchmarks);
+        its modules are shared, and moved to `device`.
+    """
+
+    name = "hybriddepth"
+
+    def __init__(
+        self,
+        device: str = "auto",
+        checkpoint_path: str | None = None,
+        precision: str = "fp32",
+        relative_input: str = "reference",
+        alignment: str = "least_squares",
+        metric_branch: str = "dfv",
+        working_size: tuple[int, int] = (480, 640),
+        model: HybridDepthNet | None = None,
+    ) -> None:
+        if relative_input not in RELATIVE_INPUTS:
+            raise ValueError(f"relative_input must be one of {RELATIVE_INPUTS}, got '{relative_input}'")
+        if alignment not in ALIGNMENT_METHODS:
+            raise ValueError(f"alignment must be one of {ALIGNMENT_METHODS}, got '{alignment}'")
+        if metric_branch not in METRIC_BRANCHES:
+            raise ValueError(f"metric_branch must be one of {METRIC_BRANCHES}, got '{metric_branch}'")
+        height_px, width_px = (int(v) for v in working_size)
+        if height_px < 32 or width_px < 32:
+            raise ValueError(f"working_size must be at least 32x32 px, got {working_size}")
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)
+        self.relative_input = relative_input
+        self.metric_branch = metric_branch
+        self.working_size = (height_px, width_px)
+        if model is None:
+            if not checkpoint_path:
+                raise ValueError(
+                    "the hybriddepth backend needs checkpoint_path (an official HybridDepth .ckpt); "
+                    "it never runs with untrained weights"
+                )
+            model = load_hybriddepth_checkpoint(HybridDepthNet(), checkpoint_path)
+        # A new wrapper around the loaded modules: the caller's model keeps its own settings.
+        self.model = HybridDepthNet(
+            relative_branch=model.depth_anything,
+            metric_branch=FocusMeasureBranch() if metric_branch == "focus_measure" else model.DFF_model,
+            alignment=alignment,
+            refiner=model.ScaleMapLearner,
+        ).to(self.device).eval()
+        # Reused per call so the DFF normalisation allocates nothing new.
+        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 1, 3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 1, 3, 1, 1)
+
+    def estimate(self, stack: FocalStack) -> DepthResult:
+        timings_s: dict[str, float] = {}
+        clock = _StageClock(self.device, timings_s)
+        with clock("preprocess"):
+            working = self._working_stack(stack)
+        if not working.registered:
+            with clock("registration"):
+                working = register_stack(working).stack
+        with clock("preprocess"):
+            relative_rgb = all_in_focus(working) if self.relative_input == "all_in_focus" else working.reference_frame
+            frames = torch.from_numpy(np.ascontiguousarray(working.frames)).to(self.device)
+            stack_01 = frames.permute(0, 3, 1, 2).unsqueeze(0).float() / 255.0
+            aif = torch.from_numpy(np.ascontiguousarray(relative_rgb)).to(self.device)
+            aif = aif.permute(2, 0, 1).unsqueeze(0).float() / 255.0
+            dff_input = (stack_01 - self._mean) / self._std if self.metric_branch == "dfv" else stack_01
+            distances = torch.as_tensor(working.focus_distances_m, dtype=torch.float32, device=self.device)[None]
+            valid = None
+            if working.valid_mask is not None:
+                valid = torch.from_numpy(working.valid_mask).to(self.device)[None, None]
+
+        model = self.model
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.dtype)
+            if self.dtype != torch.float32
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), autocast:
+            with clock("relative"):
+                relative = model.relative_depth(aif)
+            with clock("dff"):
+                dff_depth, dff_std = model.dff_depth(dff_input, distances)
+            with clock("alignment"):
+                global_depth = model.global_depth(relative.float(), dff_depth.float(), dff_std.float(), valid)
+            with clock("refinement"):
+                _, metric = model.refine(global_depth, dff_depth.float(), dff_std.float())
+
+        with clock("postprocess"):
+            depth_m, confidence = self._to_stack_resolution(stack, working, metric, dff_std.float(), distances)
+        return DepthResult(depth_m=depth_m, confidence=confidence, timings_s=timings_s)
+
+    def _working_stack(self, stack: FocalStack) -> FocalStack:
+        """The stack at the working size, frames in ascending focus order."""
+        height_px, width_px = self.working_size
+        order = np.argsort(np.asarray(stack.focus_distances_m, dtype=np.float64), kind="stable")
+        shrinking = width_px * height_px < stack.width * stack.height
+        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        frames = np.stack([cv2.resize(stack.frames[i], (width_px, height_px), interpolation=interpolation) for i in order])
+        mask = None
+        if stack.valid_mask is not None:
+            mask = cv2.resize(stack.valid_mask.astype(np.uint8), (width_px, height_px), interpolation=cv2.INTER_NEAREST) > 0
+        return dataclasses.replace(
+            stack,
+            frames=frames,
+            focus_distances_m=np.asarray(stack.focus_distances_m, dtype=np.float64)[order],
+            intrinsics=stack.intrinsics.scaled(width_px, height_px),
+            reference_index=int(np.flatnonzero(order == stack.reference_index)[0]),
+            valid_mask=mask,
+        )
+
+    @staticmethod
+    def _to_stack_resolution(
+        stack: FocalStack,
+        working: FocalStack,
+        metric: torch.Tensor,
+        dff_std_m: torch.Tensor,
+        distances_m: torch.Tensor,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Depth (NaN where unknown or outside either valid mask) and confidence (0 there) at the stack's size."""
+        size = (stack.height, stack.width)
+        confidence = confidence_from_std(dff_std_m, distances_m)
+        both = torch.cat([metric.float(), confidence], dim=1)
+        both = F.interpolate(both, size=size, mode="bilinear", align_corners=False)[0].cpu().numpy()
+        depth_m, confidence = both[0], both[1]
+        known = np.isfinite(depth_m) & np.isfinite(confidence)
+        if stack.valid_mask is not None:
+            known &= stack.valid_mask
+        if working.valid_mask is not None:
+            known &= cv2.resize(working.valid_mask.astype(np.uint8), size[::-1], interpolation=cv2.INTER_NEAREST) > 0
+        depth_m = np.where(known, depth_m, np.nan).astype(np.float32)
+        confidence = np.where(known, np.clip(confidence, 0.0, 1.0), 0.0).astype(np.float32)
+        return depth_m, confidence
+
+
+class _StageClock:
+    """Accumulates wall time per stage into `timings_s`, synchronising CUDA so GPU work is counted."""
+
+    def __init__(self, device: torch.device, timings_s: dict[str, float]):
+        self.device = device
+        self.timings_s = timings_s
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        self._sync()
+        start_s = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.timings_s[stage] = self.timings_s.get(stage, 0.0) + time.perf_counter() - start_s
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)

@@ -1,0 +1,155 @@
+"""HybridDepthBackend: refuses without weights, reference preprocessing, masks, resizing, timings."""
+
+import dataclasses
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import hybriddepth_ros.core.hybriddepth_backend as backend_module
+from golden_fill import filled_state_dict
+from hybriddepth_ros.core.backends import create_depth_backend
+from hybriddepth_ros.core.camera import CameraIntrinsics
+from hybriddepth_ros.core.focal_stack import FocalStack
+from hybriddepth_ros.core.hybriddepth_backend import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    STAGES,
+    HybridDepthBackend,
+    confidence_from_std,
+)
+from hybriddepth_ros.core.models.checkpoint import CheckpointError
+from hybriddepth_ros.core.models.hybriddepth import HybridDepthNet
+
+WORKING = (96, 128)
+DISTANCES_M = np.array([0.4, 0.7, 1.2, 2.0])
+
+
+def textured_stack(height, width, seed=0, **fields):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (height // 4, width // 4, 3), dtype=np.uint8)
+    frames = np.stack([np.kron(base, np.ones((4, 4, 1), dtype=np.uint8)) // (k + 1) for k in range(len(DISTANCES_M))])
+    intrinsics = CameraIntrinsics(fx=100.0, fy=100.0, cx=width / 2, cy=height / 2, width=width, height=height)
+    return FocalStack(frames=frames, focus_distances_m=DISTANCES_M.copy(), intrinsics=intrinsics, **fields)
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    """A backend loaded through the real checkpoint path from a golden-filled Lightning-style file."""
+    source = HybridDepthNet()
+    path = tmp_path_factory.mktemp("weights") / "hybriddepth.ckpt"
+    torch.save({"state_dict": {"model." + k: v for k, v in filled_state_dict(source, "model.").items()}}, path)
+    return HybridDepthBackend(device="cpu", checkpoint_path=str(path), working_size=WORKING)
+
+
+@pytest.fixture(scope="module")
+def reference_result(backend):
+    stack = textured_stack(*WORKING)
+    return stack, backend.estimate(stack)
+
+
+def test_refuses_to_run_without_weights():
+    with pytest.raises(ValueError, match="needs checkpoint_path"):
+        HybridDepthBackend(device="cpu")
+    with pytest.raises(ValueError, match="needs checkpoint_path"):
+        create_depth_backend("hybriddepth", device="cpu")
+
+
+def test_unreadable_checkpoint_is_a_value_error(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        HybridDepthBackend(device="cpu", checkpoint_path=str(tmp_path / "missing.ckpt"))
+
+
+@pytest.mark.parametrize(
+    "option", [{"relative_input": "sharpest"}, {"alignment": "median"}, {"metric_branch": "lidar"}, {"working_size": (8, 8)}]
+)
+def test_bad_options_are_rejected(option):
+    with pytest.raises(ValueError):
+        HybridDepthBackend(device="cpu", checkpoint_path="unused.ckpt", **option)
+
+
+def test_output_is_the_network_on_reference_preprocessing(backend, reference_result):
+    stack, result = reference_result
+    frames = torch.from_numpy(stack.frames).permute(0, 3, 1, 2).float()[None] / 255.0
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1)
+    distances = torch.tensor(DISTANCES_M, dtype=torch.float32)[None]
+    with torch.inference_mode():
+        expected = backend.model(frames[:, 0], (frames - mean) / std, distances)
+    assert result.depth_m.shape == WORKING and result.depth_m.dtype == np.float32
+    np.testing.assert_allclose(result.depth_m, expected.metric_depth[0, 0].numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        result.confidence, confidence_from_std(expected.dff_std, distances)[0, 0].numpy(), atol=1e-6
+    )
+    assert set(STAGES) <= set(result.timings_s) and all(t >= 0 for t in result.timings_s.values())
+
+
+def test_confidence_mapping_known_values():
+    distances = torch.tensor([[0.5, 1.5, 2.5]])
+    std = torch.tensor([0.0, 0.5, 1.0, 3.0])
+    assert confidence_from_std(std, distances).tolist() == [1.0, 0.5, 0.0, 0.0]
+
+
+def test_frames_are_put_in_ascending_focus_order_and_valid_mask_applied(backend, reference_result):
+    stack, ordered = reference_result
+    mask = np.ones(WORKING, dtype=bool)
+    mask[:10, :20] = False
+    shuffled = [2, 0, 3, 1]
+    unordered = dataclasses.replace(
+        stack,
+        frames=stack.frames[shuffled],
+        focus_distances_m=DISTANCES_M[shuffled],
+        reference_index=1,
+        valid_mask=mask,
+    )
+    result = backend.estimate(unordered)
+    assert np.all(np.isnan(result.depth_m[:10, :20])) and np.all(result.confidence[:10, :20] == 0)
+    # Alignment now ignores the masked pixels, so values differ slightly but stay close.
+    np.testing.assert_allclose(result.depth_m[mask], ordered.depth_m[mask], rtol=0.05)
+
+
+def test_resized_all_in_focus_weighted_run(backend):
+    confident = HybridDepthBackend(
+        device="cpu", model=backend.model, working_size=WORKING,
+        relative_input="all_in_focus", alignment="confidence_weighted",
+    )
+    assert backend.model.alignment == "least_squares", "the shared model keeps its own settings"
+    result = confident.estimate(textured_stack(120, 160, seed=1))
+    assert result.depth_m.shape == (120, 160) and result.confidence.shape == (120, 160)
+    assert np.all(np.isfinite(result.depth_m)) and np.all(result.depth_m >= 0.02)
+    assert 0.0 <= result.confidence.min() and result.confidence.max() <= 1.0
+
+
+def test_unregistered_stack_goes_through_registration(backend, monkeypatch):
+    calls = []
+
+    class Registered:
+        def __init__(self, stack):
+            mask = np.ones((stack.height, stack.width), dtype=bool)
+            mask[-8:, :] = False
+            self.stack = dataclasses.replace(stack, registered=True, valid_mask=mask)
+
+    def fake_register(stack):
+        calls.append(stack.frames.shape)
+        return Registered(stack)
+
+    monkeypatch.setattr(backend_module, "register_stack", fake_register)
+    result = backend.estimate(textured_stack(192, 256, registered=False))
+    assert calls == [(4, *WORKING, 3)], "registration runs once, at the working size"
+    assert np.all(np.isnan(result.depth_m[-16:])) and np.all(np.isfinite(result.depth_m[:-16]))
+    assert "registration" in result.timings_s
+
+
+def test_weight_free_metric_branch(backend):
+    stack = textured_stack(*WORKING, seed=2)
+    sharp = stack.frames[0]
+    # A fronto-parallel plane in focus in frame 1: the others are blurred.
+    blurred = [cv2.GaussianBlur(sharp, (0, 0), s) if s else sharp for s in (2.0, 0, 1.5, 3.0)]
+    stack = dataclasses.replace(stack, frames=np.stack(blurred))
+    focus = HybridDepthBackend(device="cpu", model=backend.model, working_size=WORKING, metric_branch="focus_measure")
+    result = focus.estimate(stack)
+    assert result.depth_m.shape == WORKING
+    assert np.isfinite(result.depth_m).mean() > 0.9
+    with pytest.raises(ValueError, match="no usable pixel"):
+        focus.estimate(textured_stack(*WORKING))  # equally sharp frames: no focus peak anywhere
