@@ -26,7 +26,7 @@ $(STAMP): requirements-ros-wheels.txt
 
 build: $(BUILD_STAMP)
 
-$(BUILD_STAMP): $(STAMP) CMakeLists.txt package.xml msg/FocalStack.msg $(shell find hybriddepth_ros launch config scripts -type f -not -name '*.pyc')
+$(BUILD_STAMP): $(STAMP) CMakeLists.txt package.xml msg/FocalStack.msg msg/FocusState.msg $(shell find hybriddepth_ros launch config scripts -type f -not -name '*.pyc')
 	source $(VENV)/bin/activate && export AMENT_PREFIX_PATH=$(VENV) && \
 	  colcon build --packages-select hybriddepth_ros --event-handlers console_direct- \
 	    --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE=$(VENV)/bin/python

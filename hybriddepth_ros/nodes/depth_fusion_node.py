@@ -19,7 +19,6 @@ import traceback
 
 import rclpy
 import rclpy.executors
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -31,6 +30,7 @@ from ..core.focal_stack import FocalStackError
 from ..core.fusion import DepthFusion, FusedDepth
 from ..core.pointcloud import back_project
 from . import conversions
+from .diagnostics import ERROR, OK, DiagnosticReporter
 
 DIAGNOSTIC_NAME = "hybriddepth_ros: depth fusion"
 
@@ -69,7 +69,7 @@ class DepthFusionNode(Node):
         self._confidence_pub = self.create_publisher(Image, "depth/confidence", qos_profile_sensor_data)
         self._info_pub = self.create_publisher(CameraInfo, "depth/camera_info", qos_profile_sensor_data)
         self._cloud_pub = self.create_publisher(PointCloud2, "depth/points", qos_profile_sensor_data)
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diagnostics = DiagnosticReporter(self, DIAGNOSTIC_NAME)
         self.create_subscription(FocalStackMsg, "focal_stack", self._on_stack, qos_profile_sensor_data)
         self.get_logger().info(
             f"depth fusion ready: backend={self._backend_name} on {getattr(backend, 'device', 'cpu')}"
@@ -145,19 +145,13 @@ class DepthFusionNode(Node):
             "stamp": f"{conversions.stamp_to_seconds(msg.header.stamp):.9f}",
         }
         values.update({f"{stage}_s": f"{seconds:.4f}" for stage, seconds in fused.timings_s.items()})
-        self._diagnose(DiagnosticStatus.OK, "depth published", values)
+        self._diagnostics.report(OK, "depth published", values)
 
     def _report_error(self, msg: FocalStackMsg, text: str) -> None:
         self.get_logger().error(text)
         stamp = f"{conversions.stamp_to_seconds(msg.header.stamp):.9f}"
-        self._diagnose(DiagnosticStatus.ERROR, text, {"stamp": stamp})
+        self._diagnostics.report(ERROR, text, {"stamp": stamp})
 
-    def _diagnose(self, level: bytes, message: str, values: dict[str, str]) -> None:
-        status = DiagnosticStatus(level=level, name=DIAGNOSTIC_NAME, message=message, hardware_id=self.get_name())
-        status.values = [KeyValue(key=key, value=value) for key, value in values.items()]
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self._diagnostics_pub.publish(array)
 
 
 def main(args=None) -> int:

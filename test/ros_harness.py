@@ -1,0 +1,62 @@
+"""Spinning real rclpy nodes in a test: collect messages over DDS until a condition holds."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+
+
+class Probe(Node):
+    """A test node that records every message of the topics it is asked to watch."""
+
+    def __init__(self, name: str = "test_probe", **node_kwargs) -> None:
+        super().__init__(name, **node_kwargs)
+        self.received: dict[str, list] = {}
+
+    def watch(self, msg_type, topic: str, qos=qos_profile_sensor_data) -> list:
+        bucket = self.received.setdefault(topic, [])
+        self.create_subscription(msg_type, topic, bucket.append, qos)
+        return bucket
+
+
+def spin_until(executor: SingleThreadedExecutor, condition: Callable[[], bool], timeout_s: float,
+               every: Callable[[], None] | None = None, every_s: float = 0.5) -> bool:
+    """Spin until `condition()` is true or `timeout_s` passes; call `every()` periodically (re-publish)."""
+    deadline = time.monotonic() + timeout_s
+    next_call = 0.0
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if every is not None and time.monotonic() >= next_call:
+            every()
+            next_call = time.monotonic() + every_s
+        executor.spin_once(timeout_sec=0.05)
+    return condition()
+
+
+@pytest.fixture
+def ros_context():
+    """An initialised rclpy context and an executor; everything is shut down afterwards."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    executor = SingleThreadedExecutor(context=context)
+    nodes: list[Node] = []
+
+    def add(node: Node) -> Node:
+        nodes.append(node)
+        executor.add_node(node)
+        return node
+
+    yield context, executor, add
+    for node in nodes:
+        executor.remove_node(node)
+        node.destroy_node()
+    executor.shutdown()
+    rclpy.shutdown(context=context)

@@ -1,0 +1,194 @@
+"""depth_fusion_node end to end over DDS: good stacks give depth, bad ones give diagnostics, never a crash."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+
+from ros_harness import Probe, spin_until, ros_context  # noqa: F401  (fixture)
+
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
+
+from hybriddepth_ros.core.capture.simulated import SimulatedCapture  # noqa: E402
+from hybriddepth_ros.core.focal_stack import diopter_sweep  # noqa: E402
+from hybriddepth_ros.core.pointcloud import back_project  # noqa: E402
+from hybriddepth_ros.msg import FocalStack as FocalStackMsg  # noqa: E402
+from hybriddepth_ros.nodes import conversions  # noqa: E402
+from hybriddepth_ros.nodes.depth_fusion_node import DIAGNOSTIC_NAME, DepthFusionNode  # noqa: E402
+
+WIDTH, HEIGHT = 160, 120
+FRAME_ID = "test_camera_optical_frame"
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    """One simulated stack (as a message) and its ground-truth depth."""
+    camera = SimulatedCapture(focus_distances_m=diopter_sweep(0.3, 5.0, 8).tolist(), width=WIDTH, height=HEIGHT, seed=3)
+    stack = camera.capture_stack()
+    stack.frame_id = FRAME_ID
+    return conversions.focal_stack_to_msg(stack, FocalStackMsg), camera.ground_truth_depth_m.copy()
+
+
+class FusionRig:
+    """The fusion node, a publisher of stacks and a probe of every output, on one executor."""
+
+    def __init__(self, ros_context, **parameters):
+        context, self.executor, add = ros_context
+        overrides = [Parameter(key, value=value) for key, value in {"device": "cpu", **parameters}.items()]
+        self.node = add(DepthFusionNode(context=context, parameter_overrides=overrides))
+        self.probe = add(Probe(context=context))
+        self.depth = self.probe.watch(Image, "depth/image_rect")
+        self.confidence = self.probe.watch(Image, "depth/confidence")
+        self.info = self.probe.watch(CameraInfo, "depth/camera_info")
+        self.cloud = self.probe.watch(PointCloud2, "depth/points")
+        self.diagnostics = self.probe.watch(DiagnosticArray, "/diagnostics", 50)
+        self.publisher = self.probe.create_publisher(FocalStackMsg, "focal_stack", qos_profile_sensor_data)
+
+    def status_for(self, stamp_s: float):
+        for array in self.diagnostics:
+            for status in array.status:
+                values = {kv.key: kv.value for kv in status.values}
+                if status.name == DIAGNOSTIC_NAME and math.isclose(float(values.get("stamp", -1)), stamp_s, abs_tol=1e-6):
+                    return status
+        return None
+
+    def send(self, msg, timeout_s: float = 60.0):
+        """Publish `msg` (re-sent until the node reacts: best-effort QoS) and return its diagnostic."""
+        stamp_s = conversions.stamp_to_seconds(msg.header.stamp)
+        reacted = spin_until(
+            self.executor, lambda: self.status_for(stamp_s) is not None, timeout_s,
+            every=lambda: self.publisher.publish(msg), every_s=2.0,
+        )
+        assert reacted, "the fusion node never reported on the stack"
+        return self.status_for(stamp_s)
+
+    def outputs_for(self, stamp_s: float):
+        def pick(bucket):
+            return [m for m in bucket if math.isclose(conversions.stamp_to_seconds(m.header.stamp), stamp_s, abs_tol=1e-6)]
+
+        spin_until(self.executor, lambda: all(pick(b) for b in (self.depth, self.confidence, self.info, self.cloud)), 10.0)
+        return tuple(pick(b) for b in (self.depth, self.confidence, self.info, self.cloud))
+
+
+def restamp(msg, seconds: float):
+    msg = copy.deepcopy(msg)
+    conversions.seconds_to_stamp(seconds, msg.header.stamp)
+    return msg
+
+
+def test_stack_comes_back_as_metric_depth_confidence_info_and_cloud(ros_context, simulated):
+    stack_msg, truth = simulated
+    rig = FusionRig(ros_context, confidence_threshold=0.5)
+    msg = restamp(stack_msg, 1000.25)
+    status = rig.send(msg)
+    assert status.level == DiagnosticStatus.OK, status.message
+    depth_msgs, confidence_msgs, info_msgs, cloud_msgs = rig.outputs_for(1000.25)
+    depth_msg, confidence_msg, info, cloud = depth_msgs[0], confidence_msgs[0], info_msgs[0], cloud_msgs[0]
+
+    for image in (depth_msg, confidence_msg):
+        assert (image.width, image.height, image.encoding) == (WIDTH, HEIGHT, "32FC1")
+        assert image.header.frame_id == FRAME_ID
+        assert conversions.stamp_to_seconds(image.header.stamp) == pytest.approx(1000.25, abs=1e-6)
+    assert (info.width, info.height, info.header.frame_id) == (WIDTH, HEIGHT, FRAME_ID)
+    assert list(info.k) == pytest.approx(list(stack_msg.camera_info.k))
+
+    depth = conversions.float_image_to_array(depth_msg)
+    confidence = conversions.float_image_to_array(confidence_msg)
+    known = np.isfinite(depth)
+    assert 0.2 < known.mean() < 1.0, "some pixels known, the textureless ones NaN"
+    assert np.all(confidence[known] >= 0.5) and np.all((confidence >= 0) & (confidence <= 1))
+    abs_rel = np.abs(depth[known] - truth[known]) / truth[known]
+    assert np.median(abs_rel) < 0.05
+    assert abs_rel.mean() < 0.1
+
+    assert (cloud.height, cloud.width, cloud.header.frame_id) == (HEIGHT, WIDTH, FRAME_ID)
+    assert [f.name for f in cloud.fields] == ["x", "y", "z", "rgb"]
+    points = conversions.cloud_to_array(cloud)
+    expected = back_project(depth, conversions.camera_info_to_intrinsics(info))
+    xyz = np.stack([points["x"], points["y"], points["z"]], axis=-1)
+    np.testing.assert_array_equal(np.isnan(xyz), np.isnan(expected))
+    np.testing.assert_allclose(xyz[known], expected[known], rtol=1e-6)
+    rgb = points["rgb"].view(np.uint32)
+    reference = conversions.image_to_rgb8(stack_msg.frames[stack_msg.reference_index])
+    assert np.array_equal((rgb >> 16) & 255, reference[..., 0])
+
+
+def test_cloud_decimation_keeps_the_grid_organised(ros_context, simulated):
+    stack_msg, _ = simulated
+    rig = FusionRig(ros_context, cloud_decimation=4)
+    assert rig.send(restamp(stack_msg, 2000.0)).level == DiagnosticStatus.OK
+    _, _, _, clouds = rig.outputs_for(2000.0)
+    assert (clouds[0].height, clouds[0].width) == (HEIGHT // 4, WIDTH // 4)
+
+
+def _bad_stacks(good):
+    """(description, message, words the error must contain) for each kind of bad input."""
+    def variant(change):
+        msg = copy.deepcopy(good)
+        change(msg)
+        return msg
+
+    def resize_frame(msg):
+        small = conversions.rgb8_to_image(np.zeros((HEIGHT // 2, WIDTH // 2, 3), np.uint8), msg.header)
+        msg.frames[1] = small
+
+    def bgr_frame(msg):
+        rgb = conversions.image_to_rgb8(msg.frames[1])
+        msg.frames[1] = conversions.rgb8_to_image(rgb, msg.header)
+        msg.frames[1].encoding = "bgr8"
+
+    def unsupported(msg):
+        for frame in msg.frames:
+            frame.encoding = "yuv422"
+
+    def empty(msg):
+        msg.frames = []
+        msg.focus_distances = []
+
+    def one_frame(msg):
+        msg.frames = msg.frames[:1]
+        msg.focus_distances = msg.focus_distances[:1]
+
+    def set_focus(values):
+        def change(msg):
+            msg.focus_distances = values
+        return change
+
+    distances = list(good.focus_distances)
+    return [
+        ("empty stack", variant(empty), "empty"),
+        ("one frame", variant(one_frame), "at least 2"),
+        ("different sizes", variant(resize_frame), "frame 1"),
+        ("different encodings", variant(bgr_frame), "frame 1"),
+        ("unsupported encoding", variant(unsupported), "unsupported image encoding"),
+        ("unsorted focus", variant(set_focus(distances[::-1])), "increasing"),
+        ("duplicated focus", variant(set_focus([distances[0]] + distances[:-1])), "duplicated"),
+        ("focus <= 0", variant(set_focus([0.0] + distances[1:])), "> 0"),
+        ("NaN focus", variant(set_focus([float("nan")] + distances[1:])), "finite"),
+        ("count mismatch", variant(set_focus(distances[:-1])), "focus distances"),
+        ("missing intrinsics", variant(lambda m: setattr(m.camera_info, "k", [0.0] * 9)), "intrinsics"),
+        ("zero focal length", variant(lambda m: m.camera_info.k.__setitem__(0, 0.0)), "intrinsics"),
+    ]
+
+
+def test_bad_input_is_rejected_with_a_clear_error_and_the_next_stack_works(ros_context, simulated):
+    stack_msg, truth = simulated
+    rig = FusionRig(ros_context)
+    for index, (description, bad, words) in enumerate(_bad_stacks(stack_msg)):
+        stamp_s = 3000.0 + index
+        status = rig.send(restamp(bad, stamp_s))
+        assert status.level == DiagnosticStatus.ERROR, description
+        assert words in status.message, f"{description}: {status.message}"
+        assert not [m for m in rig.depth if math.isclose(conversions.stamp_to_seconds(m.header.stamp), stamp_s)], description
+    status = rig.send(restamp(stack_msg, 3999.0))
+    assert status.level == DiagnosticStatus.OK, status.message
+    depth_msgs, *_ = rig.outputs_for(3999.0)
+    depth = conversions.float_image_to_array(depth_msgs[0])
+    known = np.isfinite(depth)
+    assert np.median(np.abs(depth[known] - truth[known]) / truth[known]) < 0.05
