@@ -153,3 +153,19 @@ def test_weight_free_metric_branch(backend):
     assert np.isfinite(result.depth_m).mean() > 0.9
     with pytest.raises(ValueError, match="no usable pixel"):
         focus.estimate(textured_stack(*WORKING))  # equally sharp frames: no focus peak anywhere
+
+
+def test_benchmark_reports_every_stage_and_runs_downstream_hooks():
+    from hybriddepth_ros.tools.benchmark import END_TO_END, format_report, run_benchmark
+
+    seen = []
+    report = run_benchmark(
+        device="cpu", frames=3, height_px=64, width_px=96, repeats=2,
+        downstream={"point_cloud": lambda stack, result: seen.append(result.depth_m.shape)},
+    )
+    assert seen == [(64, 96)] * 3, "hook runs on the cold call and on every repeat"
+    for stage in (*STAGES, "point_cloud", END_TO_END):
+        assert report.cold_s[stage] >= 0 and report.warm_median_s[stage] >= 0
+    assert report.cold_s[END_TO_END] >= sum(report.cold_s[s] for s in STAGES)
+    assert report.peak_memory_mib > 0
+    assert "point_cloud" in format_report(report)

@@ -1,0 +1,169 @@
+"""Per-stage latency and peak memory of the HybridDepth backend, with deterministic random weights.
+
+    python -m hybriddepth_ros.tools.benchmark --device auto --frames 5 --height 480 --width 640 \
+        --precision fp32 --repeats 3
+
+Runs the full backend (preprocessing, relative branch, DFF, alignment,
+refinement, resize back) on a synthetic textured focal stack of the given size,
+which is also the working size. The first call is reported as "cold" (it pays
+for lazy initialisation, allocator growth, cuDNN autotuning); "warm" is the
+median of `--repeats` further calls. Weights are random but seeded, so no
+download is needed; latency does not depend on their values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from hybriddepth_ros.core.camera import CameraIntrinsics
+from hybriddepth_ros.core.depth_backend import DepthResult
+from hybriddepth_ros.core.focal_stack import FocalStack, diopter_sweep
+from hybriddepth_ros.core.hybriddepth_backend import STAGES, HybridDepthBackend
+from hybriddepth_ros.core.models.hybriddepth import HybridDepthNet
+
+WEIGHT_SEED = 0
+END_TO_END = "end_to_end"
+
+# ---------------------------------------------------------------------------
+# Downstream stages (hook): work done on the depth result after estimation,
+# such as ROS message conversion or point-cloud generation. Each is timed like
+# the network stages and included in end to end. Add entries to
+# `downstream_stages()`; each takes (stack, depth_result) and may return anything.
+# ---------------------------------------------------------------------------
+DownstreamStage = Callable[[FocalStack, DepthResult], object]
+
+
+def downstream_stages() -> dict[str, DownstreamStage]:
+    """Stages timed after depth estimation, in order, by name. None yet."""
+    return {}
+
+
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class BenchmarkReport:
+    device: str
+    precision: str
+    frames: int
+    height_px: int
+    width_px: int
+    repeats: int
+    cold_s: dict[str, float]
+    warm_median_s: dict[str, float]
+    peak_memory_mib: float
+    peak_memory_kind: str
+
+
+def synthetic_stack(frames: int, height_px: int, width_px: int, seed: int = 0) -> FocalStack:
+    """A textured stack with a diopter-spaced sweep from 0.3 m to 3 m; frames blur progressively."""
+    rng = np.random.default_rng(seed)
+    texture = rng.integers(0, 256, (height_px, width_px, 3), dtype=np.uint8)
+    stack_frames = np.stack([cv2.GaussianBlur(texture, (0, 0), 0.5 + 0.7 * k) for k in range(frames)])
+    f_px = 0.8 * width_px
+    intrinsics = CameraIntrinsics(f_px, f_px, (width_px - 1) / 2, (height_px - 1) / 2, width_px, height_px)
+    return FocalStack(frames=stack_frames, focus_distances_m=diopter_sweep(0.3, 3.0, frames), intrinsics=intrinsics)
+
+
+def seeded_network() -> HybridDepthNet:
+    """HybridDepthNet with its default initialisation drawn from a fixed seed."""
+    torch.manual_seed(WEIGHT_SEED)
+    return HybridDepthNet()
+
+
+def timed_call(
+    backend: HybridDepthBackend, stack: FocalStack, downstream: dict[str, DownstreamStage]
+) -> dict[str, float]:
+    """Seconds per stage of one estimate plus downstream stages, and end to end."""
+    start_s = time.perf_counter()
+    result = backend.estimate(stack)
+    timings_s = dict(result.timings_s)
+    for name, stage in downstream.items():
+        stage_start_s = time.perf_counter()
+        stage(stack, result)
+        timings_s[name] = time.perf_counter() - stage_start_s
+    timings_s[END_TO_END] = time.perf_counter() - start_s
+    return timings_s
+
+
+def run_benchmark(
+    device: str = "auto",
+    frames: int = 5,
+    height_px: int = 480,
+    width_px: int = 640,
+    precision: str = "fp32",
+    repeats: int = 3,
+    downstream: dict[str, DownstreamStage] | None = None,
+) -> BenchmarkReport:
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    downstream = downstream_stages() if downstream is None else downstream
+    backend = HybridDepthBackend(
+        device=device, precision=precision, working_size=(height_px, width_px), model=seeded_network()
+    )
+    stack = synthetic_stack(frames, height_px, width_px)
+    on_cuda = backend.device.type == "cuda"
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats(backend.device)
+    cold_s = timed_call(backend, stack, downstream)
+    warm_runs = [timed_call(backend, stack, downstream) for _ in range(repeats)]
+    warm_median_s = {name: statistics.median(run.get(name, 0.0) for run in warm_runs) for name in cold_s}
+    if on_cuda:
+        peak_mib, kind = torch.cuda.max_memory_allocated(backend.device) / 2**20, "CUDA max_memory_allocated"
+    else:
+        # Linux reports ru_maxrss in KiB.
+        peak_mib, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"
+    return BenchmarkReport(
+        device=str(backend.device),
+        precision=str(backend.dtype).replace("torch.", ""),
+        frames=frames,
+        height_px=height_px,
+        width_px=width_px,
+        repeats=repeats,
+        cold_s=cold_s,
+        warm_median_s=warm_median_s,
+        peak_memory_mib=peak_mib,
+        peak_memory_kind=kind,
+    )
+
+
+def format_report(report: BenchmarkReport) -> str:
+    order = [s for s in ("preprocess", "registration", *STAGES, "postprocess") if s in report.cold_s]
+    order += [s for s in report.cold_s if s not in order and s != END_TO_END] + [END_TO_END]
+    lines = [
+        f"HybridDepth benchmark: {report.frames} frames, {report.width_px}x{report.height_px} px, "
+        f"device {report.device}, {report.precision}, warm = median of {report.repeats}",
+        f"{'stage':<14}{'cold ms':>10}{'warm ms':>10}",
+    ]
+    for stage in order:
+        lines.append(f"{stage:<14}{report.cold_s[stage] * 1e3:>10.1f}{report.warm_median_s[stage] * 1e3:>10.1f}")
+    lines.append(f"peak memory: {report.peak_memory_mib:.0f} MiB ({report.peak_memory_kind})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--frames", type=int, default=5)
+    parser.add_argument("--height", type=int, default=480, help="stack and working height, px")
+    parser.add_argument("--width", type=int, default=640, help="stack and working width, px")
+    parser.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16")
+    parser.add_argument("--repeats", type=int, default=3, help="warm calls; the median is reported")
+    args = parser.parse_args(argv)
+    report = run_benchmark(args.device, args.frames, args.height, args.width, args.precision, args.repeats)
+    print(format_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
