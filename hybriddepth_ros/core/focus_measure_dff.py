@@ -5,11 +5,13 @@ luminance averaged over a square window. A pixel's depth is where its focus
 measure curve peaks: the sharpest frame, refined by a parabola through that
 frame and its two neighbours in diopter space, where blur grows linearly with
 defocus. The parabola is fitted to a Box-Cox transform of the focus measure,
-((f/f_peak)^λ - 1)/λ: λ = 0 is the log (a Gaussian fit, exact for Gaussian
-blur); the default λ = -3 suits disc-shaped blur (a real aperture), whose focus
-measure falls off as a power of defocus: on simulated planes a log fit pulls
-estimates towards the nearest frame by up to 1/7 of a focus step, λ = -3 by
-under 1/40. Where the sharpest frame is the first or the last of the sweep the
+((f/f_peak)^λ - 1)/λ, where λ = 0 is the log (a Gaussian fit) and a more
+negative λ suits focus curves with heavier tails. Disc-shaped blur (a real
+aperture) makes the focus measure fall off as a power of defocus: on simulated
+textured planes a log fit pulls estimates towards the nearest frame by up to
+1/7 of a focus step, the default λ = -3 by about 1/40; for Gaussian blur
+(the paper's NYU protocol) λ = -1.5 does best.
+Where the sharpest frame is the first or the last of the sweep the
 true focus may lie beyond it, so depth there is NaN, as it is where the curve
 is flat; a sweep of two frames has no interior frame and gives no depth.
 
@@ -44,7 +46,7 @@ class FocusMeasureBackend(DepthBackend):
     window_px: side of the square window the focus measure is averaged over
       (odd); larger is steadier on weak texture, blurrier at depth edges.
     curve_exponent: λ of the Box-Cox transform the peak parabola is fitted to
-      (-3 for disc blur, 0 for Gaussian blur).
+      (-3 for disc blur, -1.5 for Gaussian blur).
     noise_floor: SML level (luminance in [0, 1] per pixel) that sensor noise
       alone reaches; peaks near it get low confidence.
     second_peak_tolerance: a second peak this high (relative to the main

@@ -1,0 +1,143 @@
+"""Weight-free focus-measure DFF backend on simulated focal stacks with known depth."""
+
+import time
+
+import numpy as np
+import pytest
+
+from hybriddepth_ros.core.backends import create_depth_backend
+from hybriddepth_ros.core.camera import CameraIntrinsics
+from hybriddepth_ros.core.capture.simulated import DEFAULT_SIMULATED_LENS, SimulatedCapture
+from hybriddepth_ros.core.focal_stack import FocalStack, diopter_sweep
+from hybriddepth_ros.core.focus_measure_dff import DEFAULT_CONFIDENCE_THRESHOLD, FocusMeasureBackend
+from hybriddepth_ros.core.metrics import depth_metrics
+from hybriddepth_ros.core.scene import make_scene
+from hybriddepth_ros.core.thin_lens import render_focal_stack
+
+
+def _stack(frames, focus_distances_m):
+    height, width = frames.shape[1:3]
+    intrinsics = CameraIntrinsics.from_lens(DEFAULT_SIMULATED_LENS, width, height)
+    return FocalStack(frames, np.asarray(focus_distances_m, dtype=float), intrinsics).validate()
+
+
+def _noise_texture(height, width, seed=1):
+    """The scene generator's textured wall and ground, to paste onto a plane of chosen depth."""
+    return make_scene(seed, height, width, num_objects=0, num_textureless=0).rgb
+
+
+def test_default_simulated_scene_is_accurate_on_confident_pixels():
+    """The demo's defaults: 10 focus distances over 0.3-5 m in even diopters, default lens, 240x320."""
+    capture = SimulatedCapture()
+    stack = capture.capture_stack().validate()
+    assert stack.frames.shape == (10, 240, 320, 3)
+    backend = FocusMeasureBackend(device="cpu")
+    start_s = time.perf_counter()
+    result = backend.estimate(stack)
+    elapsed_s = time.perf_counter() - start_s
+    truth = capture.ground_truth_depth_m
+
+    assert result.depth_m.shape == truth.shape and result.depth_m.dtype == np.float32
+    assert result.confidence.dtype == np.float32
+    assert 0.0 <= result.confidence.min() and result.confidence.max() <= 1.0
+    assert np.all(result.confidence[np.isnan(result.depth_m)] == 0)
+    assert set(result.timings_s) == {"focus_measure", "peak_fit"}
+
+    confident = result.confidence >= DEFAULT_CONFIDENCE_THRESHOLD
+    on_confident = depth_metrics(result.depth_m, truth, confident)
+    full_image = depth_metrics(result.depth_m, truth)
+    print(
+        f"\nDFF {elapsed_s:.2f} s; confident (>= {DEFAULT_CONFIDENCE_THRESHOLD}): "
+        f"AbsRel {on_confident['abs_rel']:.4f}, {confident.mean():.1%} of pixels; "
+        f"all pixels: AbsRel {full_image['abs_rel']:.4f}, RMSE {full_image['rmse_m']:.3f} m, "
+        f"delta1 {full_image['delta1']:.4f}, coverage {full_image['coverage']:.3f}"
+    )
+    assert confident.mean() >= 0.5
+    assert on_confident["abs_rel"] <= 0.05
+    assert full_image["delta1"] >= 0.9 and full_image["coverage"] >= 0.9
+    # Flat-colour surfaces carry no focus cue: confidence stays low inside them.
+    textureless = make_scene(capture.seed, capture.height, capture.width).textureless_mask
+    assert np.median(result.confidence[textureless]) < 0.3
+
+
+@pytest.mark.parametrize("depth_m", [0.4, 0.75, 1.3, 2.5])
+def test_fronto_parallel_plane_depth_between_focus_steps(depth_m):
+    """Sub-frame interpolation recovers planes that lie between focus distances."""
+    focus_m = diopter_sweep(0.3, 5.0, 10)
+    frames = render_focal_stack(
+        _noise_texture(48, 64), np.full((48, 64), depth_m), focus_m, DEFAULT_SIMULATED_LENS, noise_std=1.0, seed=0
+    )
+    result = FocusMeasureBackend(device="cpu").estimate(_stack(frames, focus_m))
+    centre = result.depth_m[8:-8, 8:-8]
+    assert np.isfinite(centre).mean() > 0.98
+    assert np.nanmedian(np.abs(centre - depth_m) / depth_m) < 0.03
+    assert np.median(result.confidence[8:-8, 8:-8]) > 0.8
+
+
+def test_gaussian_blur_with_a_matching_curve_exponent():
+    """The paper's NYU-style Gaussian PSF gives lighter-tailed focus curves: a milder exponent fits."""
+    focus_m = diopter_sweep(0.3, 5.0, 10)
+    depth_m = 0.9
+    frames = render_focal_stack(
+        _noise_texture(48, 64), np.full((48, 64), depth_m), focus_m, DEFAULT_SIMULATED_LENS, psf="gaussian"
+    )
+    errors = {}
+    for exponent in (0.0, -1.5):
+        depth = FocusMeasureBackend(device="cpu", curve_exponent=exponent).estimate(_stack(frames, focus_m)).depth_m
+        errors[exponent] = np.median(np.abs(depth[8:-8, 8:-8] - depth_m) / depth_m)
+    assert errors[-1.5] < 0.03 and errors[-1.5] < errors[0.0]
+
+
+def test_textureless_image_has_no_confidence():
+    rng = np.random.default_rng(0)
+    frames = np.clip(128 + rng.normal(0, 1.0, size=(6, 40, 40, 3)), 0, 255).astype(np.uint8)
+    result = FocusMeasureBackend(device="cpu").estimate(_stack(frames, diopter_sweep(0.5, 4.0, 6)))
+    assert result.confidence.max() < 0.3 and np.median(result.confidence) < 0.1
+
+
+def test_constant_frames_give_nan_depth():
+    frames = np.full((5, 20, 24, 3), 90, dtype=np.uint8)
+    result = FocusMeasureBackend(device="cpu").estimate(_stack(frames, diopter_sweep(0.5, 4.0, 5)))
+    assert np.all(np.isnan(result.depth_m)) and np.all(result.confidence == 0)
+
+
+def test_peak_at_the_sweep_ends_is_nan():
+    """A plane nearer than the nearest focus distance peaks at frame 0: its depth is unknown."""
+    focus_m = [0.5, 0.7, 1.0, 1.5]
+    frames = render_focal_stack(_noise_texture(32, 32), np.full((32, 32), 0.35), focus_m, DEFAULT_SIMULATED_LENS)
+    result = FocusMeasureBackend(device="cpu").estimate(_stack(frames, focus_m))
+    assert np.isnan(result.depth_m[8:-8, 8:-8]).all()
+
+
+@pytest.mark.parametrize("count, height, width", [(2, 17, 23), (3, 31, 45), (4, 64, 9)])
+def test_any_frame_count_and_size(count, height, width):
+    focus_m = diopter_sweep(0.4, 3.0, count)
+    frames = render_focal_stack(_noise_texture(height, width), np.full((height, width), 0.8), focus_m, DEFAULT_SIMULATED_LENS)
+    result = FocusMeasureBackend(device="cpu", window_px=5).estimate(_stack(frames, focus_m))
+    assert result.depth_m.shape == (height, width) and result.confidence.shape == (height, width)
+    if count == 2:  # no interior frame to peak at
+        assert np.all(np.isnan(result.depth_m)) and np.all(result.confidence == 0)
+    else:
+        finite = np.isfinite(result.depth_m)
+        assert finite.mean() > 0.5
+        assert np.all((result.depth_m[finite] >= 0.4 - 1e-4) & (result.depth_m[finite] <= 3.0 + 1e-4))
+
+
+def test_min_confidence_masks_depth_and_registry_builds_the_backend():
+    capture = SimulatedCapture(width=96, height=72, seed=3)
+    stack = capture.capture_stack()
+    backend = create_depth_backend("focus_measure", device="cpu", min_confidence=0.6)
+    assert isinstance(backend, FocusMeasureBackend) and backend.device.type == "cpu"
+    result = backend.estimate(stack)
+    finite = np.isfinite(result.depth_m)
+    assert finite.any() and np.all(result.confidence[finite] >= 0.6)
+    assert np.all(result.confidence[~finite] == 0)
+
+
+def test_bad_options_raise():
+    with pytest.raises(ValueError):
+        FocusMeasureBackend(device="cpu", window_px=4)
+    with pytest.raises(ValueError):
+        FocusMeasureBackend(device="cpu", min_confidence=1.5)
+    with pytest.raises(ValueError):
+        FocusMeasureBackend(device="cpu", noise_floor=0.0)
