@@ -142,8 +142,8 @@ def render_focal_stack_float(
     slope_px = max(coc_px_per_diopter(float(s), lens) for s in focus_m)
     layer_diopters, layer_alpha = _split_into_layers(diopters, layer_step_px / slope_px)
     height, width = depth.shape
-    # Premultiplied colour and coverage per layer, (H, W, 4), far layers first;
-    # each with the bounding box of its pixels, as most layers cover a small part.
+    # Premultiplied colour and coverage of each layer, far layers first, kept as
+    # (h, w, 4) crops to the bounding box of its pixels: most layers are small.
     layers = []
     for diopter, alpha in zip(layer_diopters, layer_alpha):
         rows = np.flatnonzero(alpha.any(axis=1))
