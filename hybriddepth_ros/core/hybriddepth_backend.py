@@ -31,7 +31,7 @@ from .all_in_focus import all_in_focus
 from .depth_backend import DepthBackend, DepthResult
 from .device import resolve_device, resolve_precision
 from .focal_stack import FocalStack
-from .focus_measure_dff import FocusMeasureBackend
+from .focus_measure_dff import _LUMA_WEIGHTS, FocusMeasureBackend
 from .models.checkpoint import load_hybriddepth_checkpoint
 from .models.hybriddepth import HybridDepthNet
 from .registration import register_stack
@@ -41,7 +41,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RELATIVE_INPUTS = ("reference", "all_in_focus")
 METRIC_BRANCHES = ("dfv", "focus_measure")
 STAGES = ("relative", "dff", "alignment", "refinement")
-_LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 def confidence_from_std(dff_std_m: torch.Tensor, focus_distances_m: torch.Tensor) -> torch.Tensor:
