@@ -130,7 +130,7 @@ class HybridDepthBackend(DepthBackend):
             alignment=alignment,
             refiner=model.ScaleMapLearner,
         ).to(self.device).eval()
-        # Reused per call so the DFF normalisation allocates nothing new.
+        # ImageNet normalisation constants for the DFF input, built once on the device.
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 1, 3, 1, 1)
 
