@@ -174,7 +174,8 @@ def test_sweep_pairs_frames_with_reached_focus(ros_context, executor_kind):
             executor.shutdown()
     assert rig.errors() == []
     message_filters_installed = importlib.util.find_spec("message_filters") is not None
-    assert rig.node.backend.sync_implementation == ("message_filters" if message_filters_installed else "core.time_sync")
+    expected_sync = "message_filters" if message_filters_installed else "core.time_sync"
+    assert rig.node.backend.sync_implementation == expected_sync
     for msg in rig.stacks[:2]:
         assert_good_stack(rig, msg)
     # No camera_info from the driver: the configured 90 degree field of view.
@@ -236,3 +237,10 @@ def test_bad_driver_parameters_refused(ros_context, name, value):
     }
     with pytest.raises(ValueError, match=name):
         DriverCapture(node, **{**arguments, name.removeprefix("driver."): value})
+
+
+def test_uncalibrated_camera_info_falls_back_to_configured_intrinsics(ros_context):
+    rig = DriverRig(ros_context, camera_info_fx=0.0)  # K all zero: a driver without calibration
+    assert rig.spin_until(lambda: rig.stacks, 10.0), rig.errors()
+    assert_good_stack(rig, rig.stacks[0])
+    assert rig.stacks[0].camera_info.k[0] == pytest.approx((WIDTH / 2) / math.tan(math.radians(45)))

@@ -123,8 +123,10 @@ class DriverCapture(CaptureBackend):
         self._subscriptions = []
         if message_filters is not None:  # pragma: no cover - depends on the ROS install
             inputs = [
-                message_filters.Subscriber(node, Image, image_topic, qos_profile=qos_profile_sensor_data, callback_group=group),
-                message_filters.Subscriber(node, FocusState, focus_state_topic, qos_profile=qos_profile_sensor_data, callback_group=group),
+                message_filters.Subscriber(
+                    node, msg_type, topic, qos_profile=qos_profile_sensor_data, callback_group=group
+                )
+                for msg_type, topic in ((Image, image_topic), (FocusState, focus_state_topic))
             ]
             self._synchronizer = message_filters.ApproximateTimeSynchronizer(inputs, SYNC_QUEUE_SIZE, self._sync_slop_s)
             self._synchronizer.registerCallback(self._on_pair)
@@ -199,7 +201,8 @@ class DriverCapture(CaptureBackend):
             sweep.last_state = state
             commanded_m = self._focus_distances_m[len(sweep.frames)]
             reached_m = float(state.focus_distance)
-            if not (state.settled and math.isfinite(reached_m) and abs(reached_m - commanded_m) <= self._focus_tolerance_m):
+            reached_commanded = math.isfinite(reached_m) and abs(reached_m - commanded_m) <= self._focus_tolerance_m
+            if not (state.settled and reached_commanded):
                 return
             image_stamp_ns = stamp_to_ns(image.header.stamp)
             if image_stamp_ns < sweep.commanded_at_ns + self._settle_time_ns:
