@@ -24,7 +24,7 @@ from hybriddepth_ros.msg import FocalStack as FocalStackMsg
 from ..core.capture.base import CaptureBackend, CaptureError
 from ..core.focal_stack import FocalStackError, diopter_sweep, validate_focus_distances
 from . import conversions
-from .diagnostics import ERROR, OK, DiagnosticReporter
+from .diagnostics import ERROR, OK, WARN, DiagnosticReporter
 from .capture_backends import create_capture_backend, declare_capture_parameters
 
 DIAGNOSTIC_NAME = "hybriddepth_ros: focus sweep"
@@ -101,6 +101,7 @@ class FocusSweepNode(Node):
             self._diagnostics.report(ERROR, f"sweep failed: {type(exc).__name__}: {exc}", {})
             return
         if stack is None:
+            self._report_waiting()
             return
         stack.frame_id = self.frame_id
         try:
@@ -122,8 +123,21 @@ class FocusSweepNode(Node):
         )
 
 
+    def _report_waiting(self) -> None:
+        """A backend that reconnects (v4l2) says why no stack came: a WARN diagnostic."""
+        status = getattr(self.backend, "status", None)
+        if status is None or getattr(status, "connected", True):
+            return
+        self._diagnostics.report(
+            WARN,
+            f"camera disconnected, reconnecting: {status.last_error}",
+            {"reconnect_attempts": status.reconnect_attempts, "retry_delay_s": f"{status.retry_delay_s:.2f}"},
+        )
+
     def destroy_node(self) -> None:
-        self.backend.close()
+        backend = getattr(self, "backend", None)  # absent when the constructor failed
+        if backend is not None:
+            backend.close()
         super().destroy_node()
 
 

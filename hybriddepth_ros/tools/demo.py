@@ -74,10 +74,10 @@ def score_stack(entry: dict, confidence_threshold: float) -> dict[str, dict]:
     depth = conversions.float_image_to_array(entry["depth"])
     confidence = conversions.float_image_to_array(entry["confidence"])
     truth = conversions.float_image_to_array(entry["ground_truth"])
-    return {
-        "all": depth_metrics(depth, truth),
-        "confident": depth_metrics(depth, truth, mask=confidence >= confidence_threshold),
-    }
+    confident = confidence >= confidence_threshold
+    scores = {"all": depth_metrics(depth, truth), "confident": depth_metrics(depth, truth, mask=confident)}
+    scores["confident"]["coverage"] = float((confident & np.isfinite(depth)).mean())
+    return scores
 
 
 def main(argv: list[str] | None = None) -> int:
