@@ -44,8 +44,45 @@ DownstreamStage = Callable[[FocalStack, DepthResult], object]
 
 
 def downstream_stages() -> dict[str, DownstreamStage]:
-    """Stages timed after depth estimation, in order, by name. None yet."""
-    return {}
+    """The fusion node's work around estimation: message conversion (with ROS messages) and the cloud."""
+    from ..core.pointcloud import back_project
+
+    stages: dict[str, DownstreamStage] = {}
+    try:
+        from std_msgs.msg import Header
+
+        from hybriddepth_ros.msg import FocalStack as FocalStackMsg
+
+        from ..nodes import conversions
+    except ImportError:  # no ROS messages: the core stages only
+        conversions = None
+    incoming: dict[int, object] = {}
+
+    if conversions is not None:
+
+        def message_conversion(stack: FocalStack, result: DepthResult) -> object:
+            """FocalStack message in (built once, untimed on the sweep side), depth/confidence/info out."""
+            msg = incoming.get(id(stack))
+            if msg is None:
+                msg = incoming.setdefault(id(stack), conversions.focal_stack_to_msg(stack, FocalStackMsg))
+            conversions.focal_stack_from_msg(msg)
+            header = Header(frame_id=stack.frame_id)
+            conversions.float_image(result.depth_m, header)
+            conversions.float_image(result.confidence, header)
+            return conversions.intrinsics_to_camera_info(stack.intrinsics, header)
+
+        def point_cloud(stack: FocalStack, result: DepthResult) -> object:
+            points = back_project(result.depth_m, stack.intrinsics)
+            return conversions.organised_cloud(points, stack.reference_frame, Header(frame_id=stack.frame_id))
+
+        stages["message_conversion"] = message_conversion
+    else:
+
+        def point_cloud(stack: FocalStack, result: DepthResult) -> object:
+            return back_project(result.depth_m, stack.intrinsics)
+
+    stages["point_cloud"] = point_cloud
+    return stages
 
 
 # ---------------------------------------------------------------------------
@@ -143,10 +180,10 @@ def format_report(report: BenchmarkReport) -> str:
     lines = [
         f"HybridDepth benchmark: {report.frames} frames, {report.width_px}x{report.height_px} px, "
         f"device {report.device}, {report.precision}, warm = median of {report.repeats}",
-        f"{'stage':<14}{'cold ms':>10}{'warm ms':>10}",
+        f"{'stage':<20}{'cold ms':>10}{'warm ms':>10}",
     ]
     for stage in order:
-        lines.append(f"{stage:<14}{report.cold_s[stage] * 1e3:>10.1f}{report.warm_median_s[stage] * 1e3:>10.1f}")
+        lines.append(f"{stage:<20}{report.cold_s[stage] * 1e3:>10.1f}{report.warm_median_s[stage] * 1e3:>10.1f}")
     lines.append(f"peak memory: {report.peak_memory_mib:.0f} MiB ({report.peak_memory_kind})")
     return "\n".join(lines)
 
