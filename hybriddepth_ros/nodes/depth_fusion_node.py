@@ -47,6 +47,8 @@ class DepthFusionNode(Node):
         self.declare_parameter("relative_input", "reference")
         self.declare_parameter("alignment", "least_squares")
         self.declare_parameter("metric_branch", "dfv")
+        self.declare_parameter("working_height", 480)
+        self.declare_parameter("working_width", 640)
         self.declare_parameter("min_depth_m", 0.1)
         self.declare_parameter("max_depth_m", 10.0)
         self.declare_parameter("confidence_threshold", 0.5)
@@ -96,6 +98,7 @@ class DepthFusionNode(Node):
                 "relative_input": self._param("relative_input"),
                 "alignment": self._param("alignment"),
                 "metric_branch": self._param("metric_branch"),
+                "working_size": (int(self._param("working_height")), int(self._param("working_width"))),
             }
             try:
                 return name, create_depth_backend(name, device=device, **options)
