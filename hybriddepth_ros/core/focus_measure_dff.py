@@ -37,7 +37,7 @@ from .focal_stack import FocalStack
 DEFAULT_CONFIDENCE_THRESHOLD = 0.5
 """Pixels with confidence at or above this are the ones to trust (tested: AbsRel <= 5 % there)."""
 
-_LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 class FocusMeasureBackend(DepthBackend):
@@ -83,7 +83,7 @@ class FocusMeasureBackend(DepthBackend):
         timings_s: dict[str, float] = {}
         start_s = time.perf_counter()
         frames = torch.from_numpy(np.ascontiguousarray(stack.frames)).to(self.device)
-        luma = frames.float() @ torch.tensor(_LUMA_WEIGHTS, device=self.device) / 255.0
+        luma = frames.float() @ torch.tensor(LUMA_WEIGHTS, device=self.device) / 255.0
         focus = self.focus_measure(luma)
         timings_s["focus_measure"] = time.perf_counter() - start_s
 
@@ -91,7 +91,7 @@ class FocusMeasureBackend(DepthBackend):
         diopters = torch.as_tensor(
             1.0 / np.asarray(stack.focus_distances_m, dtype=np.float64), device=self.device
         ).float()
-        depth_m, confidence = self._peak_depth(focus, diopters)
+        depth_m, confidence = self.peak_depth(focus, diopters)
         if self.min_confidence > 0:
             depth_m = torch.where(confidence >= self.min_confidence, depth_m, torch.nan)
         confidence = torch.where(torch.isnan(depth_m), 0.0, confidence)
@@ -113,7 +113,7 @@ class FocusMeasureBackend(DepthBackend):
         padded = F.pad(modified_laplacian[:, None], (half,) * 4, mode="replicate")
         return F.avg_pool2d(padded, self.window_px, stride=1)[:, 0]
 
-    def _peak_depth(self, focus: torch.Tensor, diopters: torch.Tensor):
+    def peak_depth(self, focus: torch.Tensor, diopters: torch.Tensor):
         """Depth (m, NaN without an interior peak) and confidence from (N, H, W) focus curves."""
         count = focus.shape[0]
         peak = focus.argmax(dim=0)

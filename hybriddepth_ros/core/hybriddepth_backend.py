@@ -31,7 +31,7 @@ from .all_in_focus import all_in_focus
 from .depth_backend import DepthBackend, DepthResult
 from .device import resolve_device, resolve_precision
 from .focal_stack import FocalStack
-from .focus_measure_dff import _LUMA_WEIGHTS, FocusMeasureBackend
+from .focus_measure_dff import LUMA_WEIGHTS, FocusMeasureBackend
 from .models.checkpoint import load_hybriddepth_checkpoint
 from .models.hybriddepth import HybridDepthNet
 from .registration import register_stack
@@ -64,11 +64,11 @@ class FocusMeasureBranch(nn.Module):
         self.focus_measure = FocusMeasureBackend(device="cpu")
 
     def forward(self, focal_stack: torch.Tensor, focus_distances_m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        luma_weights = torch.tensor(_LUMA_WEIGHTS, device=focal_stack.device, dtype=torch.float32)
+        luma_weights = torch.tensor(LUMA_WEIGHTS, device=focal_stack.device, dtype=torch.float32)
         depths, stds = [], []
         for frames, distances in zip(focal_stack.float(), focus_distances_m.float()):
             luma = torch.einsum("nchw,c->nhw", frames, luma_weights)
-            depth_m, confidence = self.focus_measure._peak_depth(self.focus_measure.focus_measure(luma), 1.0 / distances)
+            depth_m, confidence = self.focus_measure.peak_depth(self.focus_measure.focus_measure(luma), 1.0 / distances)
             half_range_m = 0.5 * (distances.max() - distances.min())
             confidence = torch.where(torch.isfinite(depth_m), confidence, torch.zeros_like(confidence))
             depths.append(depth_m)

@@ -28,6 +28,8 @@ from .diagnostics import ERROR, OK, WARN, DiagnosticReporter
 from .capture_backends import create_capture_backend, declare_capture_parameters
 
 DIAGNOSTIC_NAME = "hybriddepth_ros: focus sweep"
+# Backends that drive the lens to the configured sweep; the others read focus from their input.
+COMMANDED_FOCUS_BACKENDS = ("simulated", "v4l2", "driver")
 
 
 class FocusSweepNode(Node):
@@ -66,10 +68,12 @@ class FocusSweepNode(Node):
         self._diagnostics = DiagnosticReporter(self, DIAGNOSTIC_NAME)
         self.stacks_published = 0
         self.create_timer(1.0 / rate_hz, self._sweep_once)
-        self.get_logger().info(
-            f"focus sweep ready: backend={self.backend.name}, "
-            f"focus distances (m)={[round(d, 4) for d in self.focus_distances_m]}, rate={rate_hz} Hz"
+        sweep = (
+            f"focus distances (m)={[round(d, 4) for d in self.focus_distances_m]}"
+            if self.backend.name in COMMANDED_FOCUS_BACKENDS
+            else "focus distances from the input"
         )
+        self.get_logger().info(f"focus sweep ready: backend={self.backend.name}, {sweep}, rate={rate_hz} Hz")
 
     def _sweep_distances(self) -> list[float]:
         """Explicit `focus_distances_m`, else `focus_count` steps near..far, even in diopters."""
@@ -121,7 +125,6 @@ class FocusSweepNode(Node):
             "stack published",
             {"frames": str(stack.num_frames), "sweep_s": f"{duration_s:.3f}", "backend": self.backend.name},
         )
-
 
     def _report_waiting(self) -> None:
         """A backend that reconnects (v4l2) says why no stack came: a WARN diagnostic."""
