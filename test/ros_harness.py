@@ -10,7 +10,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
-from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from hybriddepth_ros.nodes.qos import stream_qos  # noqa: E402
 
 
 class Probe(Node):
@@ -20,7 +20,7 @@ class Probe(Node):
         super().__init__(name, **node_kwargs)
         self.received: dict[str, list] = {}
 
-    def watch(self, msg_type, topic: str, qos=qos_profile_sensor_data) -> list:
+    def watch(self, msg_type, topic: str, qos=stream_qos()) -> list:
         bucket = self.received.setdefault(topic, [])
         self.create_subscription(msg_type, topic, bucket.append, qos)
         return bucket

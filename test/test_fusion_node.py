@@ -11,7 +11,7 @@ import pytest
 from ros_harness import Probe, spin_until, ros_context  # noqa: F401  (fixture)
 
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from hybriddepth_ros.nodes.qos import stream_qos  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 
@@ -48,7 +48,7 @@ class FusionRig:
         self.info = self.probe.watch(CameraInfo, "depth/camera_info")
         self.cloud = self.probe.watch(PointCloud2, "depth/points")
         self.diagnostics = self.probe.watch(DiagnosticArray, "/diagnostics", 50)
-        self.publisher = self.probe.create_publisher(FocalStackMsg, "focal_stack", qos_profile_sensor_data)
+        self.publisher = self.probe.create_publisher(FocalStackMsg, "focal_stack", stream_qos())
 
     def status_for(self, stamp_s: float):
         for array in self.diagnostics:

@@ -20,7 +20,6 @@ import traceback
 import rclpy
 import rclpy.executors
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from hybriddepth_ros.msg import FocalStack as FocalStackMsg
@@ -30,6 +29,7 @@ from ..core.focal_stack import FocalStackError
 from ..core.fusion import DepthFusion, FusedDepth
 from ..core.pointcloud import back_project
 from . import conversions
+from .qos import stream_qos
 from .diagnostics import ERROR, OK, DiagnosticReporter
 
 DIAGNOSTIC_NAME = "hybriddepth_ros: depth fusion"
@@ -54,6 +54,7 @@ class DepthFusionNode(Node):
         self.declare_parameter("confidence_threshold", 0.5)
         self.declare_parameter("publish_cloud", True)
         self.declare_parameter("cloud_decimation", 1)
+        self.declare_parameter("reliable_qos", True)
 
         self._backend_name, backend = self._create_backend()
         self._fusion = DepthFusion(
@@ -67,12 +68,15 @@ class DepthFusionNode(Node):
         if self._cloud_decimation < 1:
             raise ValueError(f"cloud_decimation must be >= 1, got {self._cloud_decimation}")
 
-        self._depth_pub = self.create_publisher(Image, "depth/image_rect", qos_profile_sensor_data)
-        self._confidence_pub = self.create_publisher(Image, "depth/confidence", qos_profile_sensor_data)
-        self._info_pub = self.create_publisher(CameraInfo, "depth/camera_info", qos_profile_sensor_data)
-        self._cloud_pub = self.create_publisher(PointCloud2, "depth/points", qos_profile_sensor_data)
+        reliable = bool(self._param("reliable_qos"))
+        output_qos = stream_qos(reliable)
+        self._depth_pub = self.create_publisher(Image, "depth/image_rect", output_qos)
+        self._confidence_pub = self.create_publisher(Image, "depth/confidence", output_qos)
+        self._info_pub = self.create_publisher(CameraInfo, "depth/camera_info", output_qos)
+        self._cloud_pub = self.create_publisher(PointCloud2, "depth/points", output_qos)
         self._diagnostics = DiagnosticReporter(self, DIAGNOSTIC_NAME)
-        self.create_subscription(FocalStackMsg, "focal_stack", self._on_stack, qos_profile_sensor_data)
+        # Depth 1: while a stack is fused, only the newest waiting one is worth fusing next.
+        self.create_subscription(FocalStackMsg, "focal_stack", self._on_stack, stream_qos(reliable, depth=1))
         self.get_logger().info(
             f"depth fusion ready: backend={self._backend_name} on {getattr(backend, 'device', 'cpu')}"
         )

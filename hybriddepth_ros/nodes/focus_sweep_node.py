@@ -16,7 +16,6 @@ import rclpy.executors
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from hybriddepth_ros.msg import FocalStack as FocalStackMsg
@@ -24,6 +23,7 @@ from hybriddepth_ros.msg import FocalStack as FocalStackMsg
 from ..core.capture.base import CaptureBackend, CaptureError
 from ..core.focal_stack import FocalStackError, diopter_sweep, validate_focus_distances
 from . import conversions
+from .qos import stream_qos
 from .diagnostics import ERROR, OK, WARN, DiagnosticReporter
 from .capture_backends import create_capture_backend, declare_capture_parameters
 
@@ -46,6 +46,7 @@ class FocusSweepNode(Node):
         self.declare_parameter("height", 240)
         self.declare_parameter("rate_hz", 1.0)
         self.declare_parameter("frame_id", "camera_optical_frame")
+        self.declare_parameter("reliable_qos", True)
         declare_capture_parameters(self)
 
         self.focus_distances_m = self._sweep_distances()
@@ -58,10 +59,11 @@ class FocusSweepNode(Node):
         self.backend: CaptureBackend = create_capture_backend(
             self, self.get_parameter("backend").value, self.focus_distances_m
         )
-        self._publisher = self.create_publisher(FocalStackMsg, "focal_stack", qos_profile_sensor_data)
+        output_qos = stream_qos(bool(self.get_parameter("reliable_qos").value))
+        self._publisher = self.create_publisher(FocalStackMsg, "focal_stack", output_qos)
         # A simulated camera knows the true depth: published for evaluation (tools.demo).
         self._truth_publisher = (
-            self.create_publisher(Image, "simulated/ground_truth_depth", qos_profile_sensor_data)
+            self.create_publisher(Image, "simulated/ground_truth_depth", output_qos)
             if hasattr(self.backend, "ground_truth_depth_m")
             else None
         )

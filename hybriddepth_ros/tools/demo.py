@@ -20,7 +20,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from hybriddepth_ros.nodes.qos import stream_qos
 from sensor_msgs.msg import Image, PointCloud2
 
 from ..core.metrics import depth_metrics
@@ -44,8 +44,8 @@ class OutputCollector(Node):
             "ground_truth": "simulated/ground_truth_depth",
         }
         for key, topic in topics.items():
-            self.create_subscription(Image, topic, self._keeper(key), qos_profile_sensor_data)
-        self.create_subscription(PointCloud2, "depth/points", self._keeper("cloud"), qos_profile_sensor_data)
+            self.create_subscription(Image, topic, self._keeper(key), stream_qos())
+        self.create_subscription(PointCloud2, "depth/points", self._keeper("cloud"), stream_qos())
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
 
     def _keeper(self, key: str):
