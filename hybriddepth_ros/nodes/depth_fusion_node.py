@@ -17,8 +17,6 @@ import sys
 import time
 import traceback
 
-import rclpy
-import rclpy.executors
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
@@ -30,6 +28,7 @@ from ..core.fusion import DepthFusion, FusedDepth
 from ..core.pointcloud import back_project
 from . import conversions
 from .qos import stream_qos
+from .run import run_node
 from .diagnostics import ERROR, OK, DiagnosticReporter
 
 DIAGNOSTIC_NAME = "hybriddepth_ros: depth fusion"
@@ -160,23 +159,8 @@ class DepthFusionNode(Node):
         self._diagnostics.report(ERROR, text, {"stamp": stamp})
 
 
-
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = DepthFusionNode()
-    except (ValueError, RuntimeError) as exc:
-        print(f"depth_fusion_node: bad configuration: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(DepthFusionNode, "depth_fusion_node", (ValueError, RuntimeError), args)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ import sys
 import time
 import traceback
 
-import rclpy
-import rclpy.executors
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -24,6 +22,7 @@ from ..core.capture.base import CaptureBackend, CaptureError
 from ..core.focal_stack import FocalStackError, diopter_sweep, validate_focus_distances
 from . import conversions
 from .qos import stream_qos
+from .run import run_node
 from .diagnostics import ERROR, OK, WARN, DiagnosticReporter
 from .capture_backends import create_capture_backend, declare_capture_parameters
 
@@ -147,21 +146,7 @@ class FocusSweepNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = FocusSweepNode()
-    except (ValueError, RuntimeError, CaptureError) as exc:
-        print(f"focus_sweep_node: bad configuration: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(FocusSweepNode, "focus_sweep_node", (ValueError, RuntimeError, CaptureError), args)
 
 
 if __name__ == "__main__":
