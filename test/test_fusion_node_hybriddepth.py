@@ -60,3 +60,21 @@ def test_a_corrupt_checkpoint_falls_back_and_names_the_file(ros_context, simulat
     logged = capfd.readouterr().err
     assert str(bad) in logged and "weight-free" in logged
     assert rig.send(restamp(stack_msg, 5200.0)).level == DiagnosticStatus.OK
+
+
+def test_relative_branch_file_with_weight_free_dff_runs_in_the_node(ros_context, simulated, tmp_path):
+    """The modular configuration: Depth Anything weights alone, the focus-measure DFF as metric branch."""
+    from hybriddepth_ros.core.models.depth_anything import DepthAnything
+
+    relative_file = tmp_path / "depth_anything_vits14.pth"
+    torch.save(filled_state_dict(DepthAnything("vits"), "model.depth_anything."), relative_file)
+    stack_msg, _ = simulated
+    rig = FusionRig(
+        ros_context, backend="hybriddepth", relative_weights_path=str(relative_file), metric_branch="focus_measure",
+        working_height=HEIGHT, working_width=WIDTH, confidence_threshold=0.0,
+    )
+    assert rig.node._backend_name == "hybriddepth"
+    status = rig.send(restamp(stack_msg, 5300.0), timeout_s=120.0)
+    assert status.level == DiagnosticStatus.OK, status.message
+    depth_msgs, *_ = rig.outputs_for(5300.0)
+    assert np.isfinite(conversions.float_image_to_array(depth_msgs[0])).mean() > 0.5

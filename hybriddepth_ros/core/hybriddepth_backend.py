@@ -33,6 +33,8 @@ from .device import resolve_device, resolve_precision
 from .focal_stack import FocalStack
 from .focus_measure_dff import LUMA_WEIGHTS, FocusMeasureBackend
 from .models.checkpoint import load_hybriddepth_checkpoint
+from .models.depth_anything import DepthAnything, load_depth_anything_weights
+from .models.dfv import DFVNet, load_dfv_weights
 from .models.hybriddepth import HybridDepthNet
 from .registration import register_stack
 
@@ -76,10 +78,23 @@ class FocusMeasureBranch(nn.Module):
         return torch.stack(depths)[:, None], torch.stack(stds)[:, None]
 
 
+class GlobalDepthOutput(nn.Module):
+    """Stands in for the refiner when no refiner weights are loaded: the aligned depth is the output."""
+
+    def forward(self, refiner_input: torch.Tensor, global_depth: torch.Tensor) -> torch.Tensor:
+        return global_depth
+
+
 class HybridDepthBackend(DepthBackend):
     """HybridDepth on one torch device; refuses to run without weights.
 
     checkpoint_path: official HybridDepth .ckpt (or a state_dict), loaded strictly.
+    relative_weights_path: a stand-alone Depth Anything V1/V2 weight file
+        (`relative_encoder`, `relative_version` say which) for the relative branch;
+        replaces the checkpoint's relative branch, or runs without a checkpoint.
+    dfv_weights_path: a stand-alone DFV weight file for the DFF branch, likewise.
+    Without a checkpoint there are no refiner weights: the globally aligned depth is
+    the output (the paper's modular use: e.g. Depth Anything + the weight-free DFF).
     precision: fp32 | fp16 | bf16 (autocast; fp16 on CPU runs as fp32).
     relative_input: 'reference' frame or 'all_in_focus' composite for the relative branch.
     alignment: 'least_squares' (reference) or 'confidence_weighted'.
@@ -101,6 +116,10 @@ class HybridDepthBackend(DepthBackend):
         metric_branch: str = "dfv",
         working_size: tuple[int, int] = (480, 640),
         model: HybridDepthNet | None = None,
+        relative_weights_path: str | None = None,
+        relative_encoder: str = "vits",
+        relative_version: int = 1,
+        dfv_weights_path: str | None = None,
     ) -> None:
         if relative_input not in RELATIVE_INPUTS:
             raise ValueError(f"relative_input must be one of {RELATIVE_INPUTS}, got '{relative_input}'")
@@ -116,19 +135,30 @@ class HybridDepthBackend(DepthBackend):
         self.relative_input = relative_input
         self.metric_branch = metric_branch
         self.working_size = (height_px, width_px)
-        if model is None:
-            if not checkpoint_path:
-                raise ValueError(
-                    "the hybriddepth backend needs checkpoint_path (an official HybridDepth .ckpt); "
-                    "it never runs with untrained weights"
-                )
+        if model is None and checkpoint_path:
             model = load_hybriddepth_checkpoint(HybridDepthNet(), checkpoint_path)
+        relative_branch, dff_branch, refiner = (
+            (model.depth_anything, model.DFF_model, model.ScaleMapLearner) if model is not None else (None, None, None)
+        )
+        if relative_weights_path:
+            relative_branch = DepthAnything(relative_encoder, version=relative_version)
+            load_depth_anything_weights(relative_branch, relative_weights_path)
+        if dfv_weights_path:
+            dff_branch = load_dfv_weights(DFVNet(), dfv_weights_path)
+        if metric_branch == "focus_measure":
+            dff_branch = FocusMeasureBranch()
+        if relative_branch is None or dff_branch is None:
+            raise ValueError(
+                "the hybriddepth backend needs checkpoint_path (an official HybridDepth .ckpt), or "
+                "relative_weights_path plus dfv_weights_path or metric_branch 'focus_measure'; "
+                "it never runs with untrained weights"
+            )
         # A new wrapper around the loaded modules: the caller's model keeps its own settings.
         self.model = HybridDepthNet(
-            relative_branch=model.depth_anything,
-            metric_branch=FocusMeasureBranch() if metric_branch == "focus_measure" else model.DFF_model,
+            relative_branch=relative_branch,
+            metric_branch=dff_branch,
             alignment=alignment,
-            refiner=model.ScaleMapLearner,
+            refiner=refiner if refiner is not None else GlobalDepthOutput(),
         ).to(self.device).eval()
         # ImageNet normalisation constants for the DFF input, built once on the device.
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 1, 3, 1, 1)

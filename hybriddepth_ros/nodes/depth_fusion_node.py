@@ -42,6 +42,10 @@ class DepthFusionNode(Node):
         self.declare_parameter("backend", "focus_measure")
         self.declare_parameter("device", "auto")
         self.declare_parameter("checkpoint_path", "")
+        self.declare_parameter("relative_weights_path", "")
+        self.declare_parameter("relative_encoder", "vits")
+        self.declare_parameter("relative_version", 1)
+        self.declare_parameter("dfv_weights_path", "")
         self.declare_parameter("precision", "fp32")
         self.declare_parameter("relative_input", "reference")
         self.declare_parameter("alignment", "least_squares")
@@ -89,14 +93,20 @@ class DepthFusionNode(Node):
         device = self._param("device")
         if name == "hybriddepth":
             checkpoint = self._param("checkpoint_path")
-            if not checkpoint:
+            relative_weights = self._param("relative_weights_path")
+            if not checkpoint and not relative_weights:
                 self.get_logger().warning(
-                    "backend 'hybriddepth' needs checkpoint_path (official HybridDepth .ckpt); none "
-                    "given, so depth comes from the weight-free 'focus_measure' backend instead"
+                    "backend 'hybriddepth' needs checkpoint_path (official HybridDepth .ckpt) or "
+                    "relative_weights_path; none given, so depth comes from the weight-free "
+                    "'focus_measure' backend instead"
                 )
                 return "focus_measure", create_depth_backend("focus_measure", device=device)
             options = {
-                "checkpoint_path": checkpoint,
+                "checkpoint_path": checkpoint or None,
+                "relative_weights_path": relative_weights or None,
+                "relative_encoder": self._param("relative_encoder"),
+                "relative_version": int(self._param("relative_version")),
+                "dfv_weights_path": self._param("dfv_weights_path") or None,
                 "precision": self._param("precision"),
                 "relative_input": self._param("relative_input"),
                 "alignment": self._param("alignment"),

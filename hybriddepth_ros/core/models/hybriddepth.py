@@ -49,7 +49,8 @@ class HybridDepthNet(nn.Module):
     metric_branch: any module mapping (focal_stack (B,N,3,H,W), focus_distances_m (B,N))
         to (depth_m, std_m), each (B,1,H,W). Default: DFVNet; a weight-free DFF fits too.
     alignment: 'least_squares' (the reference) or 'confidence_weighted' (robust, DFF-std weighted).
-    refiner: the ScaleMapLearner to use (e.g. one shared with another instance). Default: a new one.
+    refiner: a ScaleMapLearner (e.g. one shared with another instance), or any module mapping
+        (refiner input, global depth) to metric depth. Default: a new ScaleMapLearner.
     """
 
     def __init__(
@@ -57,7 +58,7 @@ class HybridDepthNet(nn.Module):
         relative_branch: nn.Module | None = None,
         metric_branch: nn.Module | None = None,
         alignment: str = "least_squares",
-        refiner: ScaleMapLearner | None = None,
+        refiner: nn.Module | None = None,
     ):
         super().__init__()
         if alignment not in ALIGNMENT_METHODS:
