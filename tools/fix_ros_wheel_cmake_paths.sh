@@ -7,7 +7,8 @@ venv=${1:?usage: fix_ros_wheel_cmake_paths.sh VENV}
 py="$venv/bin/python"
 include_dir=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 site_dir=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-grep -rlZ --include='*.cmake' '/opt/python/cp311-cp311' "$venv/share" 2>/dev/null |
+# Idempotent: a second run finds nothing to rewrite (grep exits 1, which is fine).
+{ grep -rlZ --include='*.cmake' '/opt/python/cp311-cp311' "$venv/share" 2>/dev/null || true; } |
   xargs -0 -r sed -i \
     -e "s#/opt/python/cp311-cp311/include/python3.11#$include_dir#g" \
     -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages#$site_dir#g"
