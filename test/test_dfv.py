@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from golden_fill import GOLDEN_PATH, MANIFEST_PATH, filled_state_dict, rel_err
 from hybriddepth_ros.core.models.dfv import (
+    Conv3d,
     DFVNet,
     differential_volume,
     expected_focus_distance,
@@ -87,6 +88,26 @@ def test_batch_items_are_independent(filled_model):
             alone_depth_m, alone_std_m = filled_model(stacks[item : item + 1], distances_m[item : item + 1])
             torch.testing.assert_close(depth_m[item : item + 1], alone_depth_m, rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(std_m[item : item + 1], alone_std_m, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("bias, stride", [(False, 1), (True, 1), (True, 2)])
+def test_conv3d_matches_torch_and_runs_on_onednn_for_cpu_inference(bias, stride):
+    torch.manual_seed(1)
+    fast = Conv3d(8, 4, 3, padding=1, stride=stride, bias=bias)
+    plain = torch.nn.Conv3d(8, 4, 3, padding=1, stride=stride, bias=bias)
+    plain.load_state_dict(fast.state_dict())
+    # Batch 1 and channels*frames*rows <= 20480: torch alone picks slow_conv3d here.
+    volume = torch.rand(1, 8, 5, 12, 16)
+    with torch.inference_mode(), torch.profiler.profile() as profile:
+        fast_out = fast(volume)
+    kernels = {event.key for event in profile.key_averages()}
+    assert "aten::mkldnn_convolution" in kernels and "aten::slow_conv3d_forward" not in kernels
+    with torch.inference_mode():
+        torch.testing.assert_close(fast_out, plain(volume), rtol=1e-5, atol=1e-6)
+    # Training keeps torch's own path (and its autograd).
+    volume.requires_grad_(True)
+    fast(volume).sum().backward()
+    assert volume.grad is not None
 
 
 @pytest.mark.parametrize(

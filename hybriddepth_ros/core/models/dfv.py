@@ -119,10 +119,36 @@ class FocusFeatureExtractor(nn.Module):
         return self.proj6(stride32), self.proj5(stride16), self.proj4(stride8), self.proj3(stride4)
 
 
+class Conv3d(nn.Conv3d):
+    """nn.Conv3d that runs on oneDNN for CPU float32 inference.
+
+    PyTorch's CPU backend choice (a heuristic written for 2-D) sends batch-1
+    volumes with channels*frames*rows <= 20480, which is every volume of this
+    decoder at 480x640, to the unvectorised `slow_conv3d`: 200 ms instead of
+    23 ms for a 32-channel 5x120x160 volume on a 2-core EPYC, 2.8 s instead of
+    1.2 s for the whole DFV. Same parameters, same state_dict keys, same result.
+    """
+
+    def _conv_forward(self, volume: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if (
+            volume.device.type == "cpu"
+            and volume.dtype == weight.dtype == torch.float32
+            and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu")  # autocast picks its own (bf16) kernel
+            and self.padding_mode == "zeros"
+            and isinstance(self.padding, tuple)
+            and torch.backends.mkldnn.is_available()
+        ):
+            return torch.mkldnn_convolution(
+                volume.contiguous(), weight, bias, self.padding, self.stride, self.dilation, self.groups
+            )
+        return super()._conv_forward(volume, weight, bias)
+
+
 def _conv3d_bn(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
     """3-D convolution (no bias, 'same' padding) followed by batch norm."""
     return nn.Sequential(
-        nn.Conv3d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+        Conv3d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
         nn.BatchNorm3d(out_channels),
     )
 
@@ -172,7 +198,7 @@ class FocusVolumeDecoder(nn.Module):
         self.classify = nn.Sequential(
             _conv3d_bn(channels, channels, 3),
             nn.ReLU(inplace=True),
-            nn.Sequential(nn.Conv3d(channels, 1, 3, padding=1, bias=True)),
+            nn.Sequential(Conv3d(channels, 1, 3, padding=1, bias=True)),
         )
         self.up = None
         if upsample:
