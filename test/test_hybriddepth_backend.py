@@ -168,4 +168,8 @@ def test_benchmark_reports_every_stage_and_runs_downstream_hooks():
         assert report.cold_s[stage] >= 0 and report.warm_median_s[stage] >= 0
     assert report.cold_s[END_TO_END] >= sum(report.cold_s[s] for s in STAGES)
     assert report.peak_memory_mib > 0
+    # Counted work: ViT-S at its fixed 518x518 input is ~80 GFLOP whatever the stack size.
+    assert set(report.gflops) == set(STAGES)
+    assert 70 < report.gflops["relative"] < 90
+    assert report.gflops["dff"] > 0 and report.gflops["refinement"] > 0
     assert "point_cloud" in format_report(report)

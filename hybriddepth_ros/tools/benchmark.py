@@ -9,6 +9,11 @@ which is also the working size. The first call is reported as "cold" (it pays
 for lazy initialisation, allocator growth, cuDNN autotuning); "warm" is the
 median of `--repeats` further calls. Weights are random but seeded, so no
 download is needed; latency does not depend on their values.
+
+Each network stage's work is also counted in GFLOP (a multiply-add is 2 FLOP;
+convolutions, matrix products and attention, which are nearly all of it; the
+alignment has none of these), a device-independent figure: with the warm time
+it gives the throughput reached.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from hybriddepth_ros.core.camera import CameraIntrinsics
 from hybriddepth_ros.core.depth_backend import DepthResult
@@ -100,6 +106,7 @@ class BenchmarkReport:
     warm_median_s: dict[str, float]
     peak_memory_mib: float
     peak_memory_kind: str
+    gflops: dict[str, float]
 
 
 def synthetic_stack(frames: int, height_px: int, width_px: int, seed: int = 0) -> FocalStack:
@@ -116,6 +123,28 @@ def seeded_network() -> HybridDepthNet:
     """HybridDepthNet with its default initialisation drawn from a fixed seed."""
     torch.manual_seed(WEIGHT_SEED)
     return HybridDepthNet()
+
+
+def network_gflops(backend: HybridDepthBackend, stack: FocalStack) -> dict[str, float]:
+    """GFLOP of each network stage for one forward over `stack` (at the working size), counted by torch."""
+    model = backend.model
+    height_px, width_px = backend.working_size
+    frames = torch.rand(1, stack.frames.shape[0], 3, height_px, width_px, device=backend.device)
+    distances_m = torch.as_tensor(np.sort(stack.focus_distances_m), dtype=torch.float32, device=backend.device)[None]
+    gflops: dict[str, float] = {}
+
+    def counted(stage: str, forward: Callable[[], object]) -> object:
+        with FlopCounterMode(display=False) as counter:
+            output = forward()
+        gflops[stage] = counter.get_total_flops() / 1e9
+        return output
+
+    with torch.inference_mode():
+        relative = counted("relative", lambda: model.relative_depth(frames[:, 0]))
+        dff_depth, dff_std = counted("dff", lambda: model.dff_depth(frames, distances_m))
+        global_depth = counted("alignment", lambda: model.global_depth(relative, dff_depth, dff_std))
+        counted("refinement", lambda: model.refine(global_depth, dff_depth, dff_std))
+    return gflops
 
 
 def timed_call(
@@ -160,6 +189,7 @@ def run_benchmark(
     else:
         # Linux reports ru_maxrss in KiB.
         peak_mib, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"
+    gflops = network_gflops(backend, stack)  # after the peak: counting holds extra tensors
     return BenchmarkReport(
         device=str(backend.device),
         precision=str(backend.dtype).replace("torch.", ""),
@@ -171,6 +201,7 @@ def run_benchmark(
         warm_median_s=warm_median_s,
         peak_memory_mib=peak_mib,
         peak_memory_kind=kind,
+        gflops=gflops,
     )
 
 
@@ -180,10 +211,17 @@ def format_report(report: BenchmarkReport) -> str:
     lines = [
         f"HybridDepth benchmark: {report.frames} frames, {report.width_px}x{report.height_px} px, "
         f"device {report.device}, {report.precision}, warm = median of {report.repeats}",
-        f"{'stage':<20}{'cold ms':>10}{'warm ms':>10}",
+        f"{'stage':<20}{'cold ms':>10}{'warm ms':>10}{'GFLOP':>10}{'GFLOP/s':>10}",
     ]
     for stage in order:
-        lines.append(f"{stage:<20}{report.cold_s[stage] * 1e3:>10.1f}{report.warm_median_s[stage] * 1e3:>10.1f}")
+        cold_ms, warm_ms = report.cold_s[stage] * 1e3, report.warm_median_s[stage] * 1e3
+        line = f"{stage:<20}{cold_ms:>10.1f}{warm_ms:>10.1f}"
+        if report.gflops.get(stage, 0.0) > 0:
+            gflop = report.gflops[stage]
+            line += f"{gflop:>10.2f}{gflop / report.warm_median_s[stage] if warm_ms > 0 else 0.0:>10.0f}"
+        lines.append(line)
+    total_gflop = sum(report.gflops.values())
+    lines.append(f"network work: {total_gflop:.1f} GFLOP per stack")
     lines.append(f"peak memory: {report.peak_memory_mib:.0f} MiB ({report.peak_memory_kind})")
     return "\n".join(lines)
 
