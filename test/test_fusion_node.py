@@ -119,6 +119,20 @@ def test_stack_comes_back_as_metric_depth_confidence_info_and_cloud(ros_context,
     assert np.array_equal((rgb >> 16) & 255, reference[..., 0])
 
 
+def test_diagnostic_says_whether_fusion_keeps_up_with_the_sweep(ros_context, simulated):
+    stack_msg, _ = simulated
+    rig = FusionRig(ros_context, publish_cloud=False)
+    for stamp_s, sweep_s, expected in ((2000.0, 0.0, "unknown"), (2001.0, 1e-6, "false"), (2002.0, 600.0, "true")):
+        msg = restamp(stack_msg, stamp_s)
+        msg.sweep_duration = sweep_s
+        status = rig.send(msg)
+        values = {kv.key: kv.value for kv in status.values}
+        assert status.level == DiagnosticStatus.OK, status.message
+        assert values["fusion_keeps_up"] == expected
+        assert float(values["sweep_duration_s"]) == pytest.approx(sweep_s, abs=1e-4)
+        assert float(values["latency_s"]) > 0
+
+
 def test_cloud_decimation_keeps_the_grid_organised(ros_context, simulated):
     stack_msg, _ = simulated
     rig = FusionRig(ros_context, cloud_decimation=4)

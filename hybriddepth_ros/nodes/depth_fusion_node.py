@@ -9,6 +9,11 @@ stack's camera optical frame with the stack's stamp:
   /diagnostics       diagnostic_msgs/DiagnosticArray, one status per stack
 Bad stacks are logged and reported as an ERROR diagnostic; nothing is published
 for them and the node carries on with the next stack.
+
+Each OK diagnostic says whether fusion keeps up with the camera: `fusion_keeps_up`
+is false when fusing took longer than the stack's sweep, so a camera that
+sweeps back to back makes stacks faster than they are fused (the newest waiting
+stack replaces older ones; none queue up).
 """
 
 from __future__ import annotations
@@ -154,9 +159,19 @@ class DepthFusionNode(Node):
             self._cloud_pub.publish(conversions.organised_cloud(points, colours, header))
 
     def _report_ok(self, msg: FocalStackMsg, fused: FusedDepth, latency_s: float) -> None:
+        sweep_s = float(msg.sweep_duration)
+        keeps_up = "unknown" if sweep_s <= 0 else str(latency_s <= sweep_s).lower()
+        if keeps_up == "false":
+            self.get_logger().warning(
+                f"fusion takes {latency_s:.3f} s per stack, longer than the {sweep_s:.3f} s sweep: "
+                "stacks arriving meanwhile are dropped (only the newest is fused next)",
+                throttle_duration_sec=30.0,
+            )
         values = {
             "backend": self._backend_name,
             "latency_s": f"{latency_s:.4f}",
+            "sweep_duration_s": f"{sweep_s:.4f}",
+            "fusion_keeps_up": keeps_up,
             "coverage": f"{fused.coverage:.4f}",
             "stamp": f"{conversions.stamp_to_seconds(msg.header.stamp):.9f}",
         }
