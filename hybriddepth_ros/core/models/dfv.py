@@ -135,6 +135,7 @@ class Conv3d(nn.Conv3d):
             and volume.dtype == weight.dtype == torch.float32
             and not torch.is_grad_enabled()
             and not torch.is_autocast_enabled("cpu")  # autocast picks its own (bf16) kernel
+            and not torch.compiler.is_compiling()  # the op has no meta kernel; the compiler picks its own
             and self.padding_mode == "zeros"
             and isinstance(self.padding, tuple)
             and torch.backends.mkldnn.is_available()
