@@ -104,6 +104,8 @@ def test_conv3d_matches_torch_and_runs_on_onednn_for_cpu_inference(bias, stride)
     assert "aten::mkldnn_convolution" in kernels and "aten::slow_conv3d_forward" not in kernels
     with torch.inference_mode():
         torch.testing.assert_close(fast_out, plain(volume), rtol=1e-5, atol=1e-6)
+        # Traced by torch.compile, the shortcut steps aside (its op cannot be traced).
+        torch.testing.assert_close(torch.compile(fast, backend="eager")(volume), fast_out, rtol=1e-5, atol=1e-6)
     # Training keeps torch's own path (and its autograd).
     volume.requires_grad_(True)
     fast(volume).sum().backward()
