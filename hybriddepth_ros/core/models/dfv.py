@@ -298,8 +298,12 @@ class DFVNet(nn.Module):
         finer = self.decoder4.up(self.decoder4(torch.cat((finer, volume8), dim=1)))
         focus_scores = self.decoder3.classify(self.decoder3(torch.cat((finer, volume4), dim=1))).squeeze(1)
 
-        focus_scores = F.interpolate(focus_scores, size=(padded_height, padded_width), mode="bilinear", align_corners=False)
-        depth_m, std_m = expected_focus_distance(F.softmax(focus_scores, dim=1), focus_distances_m.to(focus_scores.dtype))
+        # The expectation runs in float32 under autocast too: in bf16 the depth itself would be
+        # quantised to 8 significant bits (1.6 cm steps at 3 m).
+        focus_scores = F.interpolate(
+            focus_scores.float(), size=(padded_height, padded_width), mode="bilinear", align_corners=False
+        )
+        depth_m, std_m = expected_focus_distance(F.softmax(focus_scores, dim=1), focus_distances_m.float())
         return depth_m[..., :height, :width], std_m[..., :height, :width]
 
 

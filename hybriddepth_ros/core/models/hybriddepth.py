@@ -71,16 +71,16 @@ class HybridDepthNet(nn.Module):
         )
 
     def relative_depth(self, aif: torch.Tensor) -> torch.Tensor:
-        """Relative depth (inverted relative-branch output, inf -> 0), (B,1,H,W)."""
+        """Relative depth (inverted relative-branch output, inf -> 0), (B,1,H,W) float32."""
         if isinstance(self.depth_anything, DepthAnything):
             inverse = predict_relative_depth(self.depth_anything, aif)
         else:
             inverse = self.depth_anything(aif)
-        relative = 1.0 / inverse
+        relative = 1.0 / inverse.float()  # float32 under autocast too: half precision overflows near 0
         return torch.where(relative == float("inf"), torch.zeros_like(relative), relative)
 
     def dff_depth(self, focal_stack: torch.Tensor, focus_distances_m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Metric depth from focus and its per-pixel std, each (B,1,H,W) in metres."""
+        """Metric depth from focus and its per-pixel std, each (B,1,H,W) in metres (float32 from DFV)."""
         return self.DFF_model(focal_stack, focus_distances_m)
 
     def global_depth(
