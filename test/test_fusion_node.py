@@ -21,6 +21,7 @@ from hybriddepth_ros.core.pointcloud import back_project  # noqa: E402
 from hybriddepth_ros.msg import FocalStack as FocalStackMsg  # noqa: E402
 from hybriddepth_ros.nodes import conversions  # noqa: E402
 from hybriddepth_ros.nodes.depth_fusion_node import DIAGNOSTIC_NAME, DepthFusionNode  # noqa: E402
+from hybriddepth_ros.nodes.diagnostics import DroppedMessageCounter  # noqa: E402
 
 WIDTH, HEIGHT = 160, 120
 FRAME_ID = "test_camera_optical_frame"
@@ -119,18 +120,35 @@ def test_stack_comes_back_as_metric_depth_confidence_info_and_cloud(ros_context,
     assert np.array_equal((rgb >> 16) & 255, reference[..., 0])
 
 
-def test_diagnostic_says_whether_fusion_keeps_up_with_the_sweep(ros_context, simulated):
+def test_stacks_that_arrive_while_fusing_are_dropped_counted_and_warned_about(ros_context, simulated):
     stack_msg, _ = simulated
     rig = FusionRig(ros_context, publish_cloud=False)
-    for stamp_s, sweep_s, expected in ((2000.0, 0.0, "unknown"), (2001.0, 1e-6, "false"), (2002.0, 600.0, "true")):
-        msg = restamp(stack_msg, stamp_s)
-        msg.sweep_duration = sweep_s
-        status = rig.send(msg)
-        values = {kv.key: kv.value for kv in status.values}
-        assert status.level == DiagnosticStatus.OK, status.message
-        assert values["fusion_keeps_up"] == expected
-        assert float(values["sweep_duration_s"]) == pytest.approx(sweep_s, abs=1e-4)
-        assert float(values["latency_s"]) > 0
+    first = rig.send(restamp(stack_msg, 2000.0))
+    values = {kv.key: kv.value for kv in first.values}
+    assert first.level == DiagnosticStatus.OK and values["stacks_dropped"] == "0"
+    # Four stacks while the node is busy (not spun): only the newest waits, three are dropped.
+    for k in range(1, 5):
+        rig.publisher.publish(restamp(stack_msg, 2000.0 + k))
+    assert spin_until(rig.executor, lambda: rig.status_for(2004.0) is not None, 60.0)
+    status = rig.status_for(2004.0)
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.level == DiagnosticStatus.WARN and "3 newer stack(s)" in status.message
+    assert (values["stacks_dropped"], values["stacks_dropped_total"]) == ("3", "3")
+    assert all(rig.status_for(2000.0 + k) is None for k in (1, 2, 3)), "dropped stacks are never fused"
+    newest_published = spin_until(
+        rig.executor, lambda: any(conversions.stamp_to_seconds(m.header.stamp) == 2004.0 for m in rig.depth), 10.0
+    )
+    assert newest_published, "the newest stack is fused and published"
+
+
+def test_dropped_message_counter_reads_gaps_per_publisher():
+    counter = DroppedMessageCounter()
+    camera, other = {"data": [1]}, {"data": [2]}
+    updates = [(camera, 7), (camera, 8), (other, 1), (camera, 12), (other, 3), (camera, 2)]
+    dropped = [counter.update({"publication_sequence_number": seq, "publisher_gid": gid}) for gid, seq in updates]
+    assert dropped == [0, 0, 0, 3, 1, 0], "first sight and a restarted publisher (sequence back to 2) drop nothing"
+    assert counter.total == 4
+    assert counter.update({"publication_sequence_number": None, "publisher_gid": camera}) is None
 
 
 def test_cloud_decimation_keeps_the_grid_organised(ros_context, simulated):

@@ -10,10 +10,10 @@ stack's camera optical frame with the stack's stamp:
 Bad stacks are logged and reported as an ERROR diagnostic; nothing is published
 for them and the node carries on with the next stack.
 
-Each OK diagnostic says whether fusion keeps up with the camera: `fusion_keeps_up`
-is false when fusing took longer than the stack's sweep, so a camera that
-sweeps back to back makes stacks faster than they are fused (the newest waiting
-stack replaces older ones; none queue up).
+While a stack is fused, a newer one replaces any stack still waiting (none
+queue up). Each diagnostic counts the stacks dropped that way since the previous
+fused one, from gaps in the publisher's sequence numbers: more than none means
+fusion is slower than the camera, and the status is WARN.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import time
 import traceback
 
 from rclpy.node import Node
+from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from hybriddepth_ros.msg import FocalStack as FocalStackMsg
@@ -34,7 +35,7 @@ from ..core.pointcloud import back_project
 from . import conversions
 from .qos import stream_qos
 from .run import run_node
-from .diagnostics import ERROR, OK, DiagnosticReporter
+from .diagnostics import ERROR, OK, WARN, DiagnosticReporter, DroppedMessageCounter
 
 DIAGNOSTIC_NAME = "hybriddepth_ros: depth fusion"
 
@@ -83,6 +84,7 @@ class DepthFusionNode(Node):
         self._info_pub = self.create_publisher(CameraInfo, "depth/camera_info", output_qos)
         self._cloud_pub = self.create_publisher(PointCloud2, "depth/points", output_qos)
         self._diagnostics = DiagnosticReporter(self, DIAGNOSTIC_NAME)
+        self._dropped_stacks = DroppedMessageCounter()
         # Depth 1: while a stack is fused, only the newest waiting one is worth fusing next.
         self.create_subscription(FocalStackMsg, "focal_stack", self._on_stack, stream_qos(reliable, depth=1))
         self.get_logger().info(
@@ -128,8 +130,9 @@ class DepthFusionNode(Node):
                 return "focus_measure", create_depth_backend("focus_measure", device=device)
         return name, create_depth_backend(name, device=device)
 
-    def _on_stack(self, msg: FocalStackMsg) -> None:
+    def _on_stack(self, msg: FocalStackMsg, info: MessageInfo) -> None:
         received = time.perf_counter()
+        dropped = self._dropped_stacks.update(info)
         try:
             stack = conversions.focal_stack_from_msg(msg)
             if not stack.frame_id:
@@ -144,7 +147,7 @@ class DepthFusionNode(Node):
             return
         self._publish(msg, fused)
         latency_s = time.perf_counter() - received
-        self._report_ok(msg, fused, latency_s)
+        self._report_published(msg, fused, latency_s, dropped)
 
     def _publish(self, msg: FocalStackMsg, fused: FusedDepth) -> None:
         header = msg.header
@@ -158,25 +161,24 @@ class DepthFusionNode(Node):
             colours = fused.reference_rgb[::step, ::step]
             self._cloud_pub.publish(conversions.organised_cloud(points, colours, header))
 
-    def _report_ok(self, msg: FocalStackMsg, fused: FusedDepth, latency_s: float) -> None:
-        sweep_s = float(msg.sweep_duration)
-        keeps_up = "unknown" if sweep_s <= 0 else str(latency_s <= sweep_s).lower()
-        if keeps_up == "false":
-            self.get_logger().warning(
-                f"fusion takes {latency_s:.3f} s per stack, longer than the {sweep_s:.3f} s sweep: "
-                "stacks arriving meanwhile are dropped (only the newest is fused next)",
-                throttle_duration_sec=30.0,
-            )
+    def _report_published(self, msg: FocalStackMsg, fused: FusedDepth, latency_s: float, dropped: int | None) -> None:
         values = {
             "backend": self._backend_name,
             "latency_s": f"{latency_s:.4f}",
-            "sweep_duration_s": f"{sweep_s:.4f}",
-            "fusion_keeps_up": keeps_up,
+            "stacks_dropped": "unknown" if dropped is None else str(dropped),
+            "stacks_dropped_total": "unknown" if dropped is None else str(self._dropped_stacks.total),
             "coverage": f"{fused.coverage:.4f}",
             "stamp": f"{conversions.stamp_to_seconds(msg.header.stamp):.9f}",
         }
         values.update({f"{stage}_s": f"{seconds:.4f}" for stage, seconds in fused.timings_s.items()})
-        self._diagnostics.report(OK, "depth published", values)
+        if dropped:
+            text = f"depth published; {dropped} newer stack(s) arrived while fusing and were dropped"
+            self.get_logger().warning(
+                f"{text}: fusion ({latency_s:.3f} s per stack) is slower than the camera", throttle_duration_sec=30.0
+            )
+            self._diagnostics.report(WARN, text, values)
+        else:
+            self._diagnostics.report(OK, "depth published", values)
 
     def _report_error(self, msg: FocalStackMsg, text: str) -> None:
         self.get_logger().error(text)

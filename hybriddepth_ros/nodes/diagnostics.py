@@ -24,3 +24,28 @@ class DiagnosticReporter:
         array = DiagnosticArray(status=[status])
         array.header.stamp = self._node.get_clock().now().to_msg()
         self._publisher.publish(array)
+
+
+class DroppedMessageCounter:
+    """Counts the messages a keep-last subscription never handed over, from gaps in publisher sequence numbers.
+
+    Fed each callback's MessageInfo. A middleware that gives no publication
+    sequence number makes the count unknown (None).
+    """
+
+    def __init__(self) -> None:
+        self._last_sequence: dict[str, int] = {}
+        self.total = 0
+
+    def update(self, info: dict) -> int | None:
+        """Messages dropped between this one and the previous one from the same publisher."""
+        sequence = info.get("publication_sequence_number")
+        if sequence is None:
+            return None
+        publisher = repr(info.get("publisher_gid"))
+        last = self._last_sequence.get(publisher)
+        self._last_sequence[publisher] = sequence
+        if last is None or sequence <= last:  # first from this publisher, or it was restarted
+            return 0
+        self.total += sequence - last - 1
+        return sequence - last - 1
