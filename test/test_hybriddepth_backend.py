@@ -173,3 +173,22 @@ def test_benchmark_reports_every_stage_and_runs_downstream_hooks():
     assert 70 < report.gflops["relative"] < 90
     assert report.gflops["dff"] > 0 and report.gflops["refinement"] > 0
     assert "point_cloud" in format_report(report)
+
+
+def test_convolutions_run_channels_last_on_cpu_with_the_same_result():
+    net = HybridDepthNet()
+    net.load_state_dict(filled_state_dict(net, "model."))
+    net.eval()
+    generator = torch.Generator().manual_seed(0)
+    aif = torch.rand(1, 3, *WORKING, generator=generator)
+    stack = torch.rand(1, len(DISTANCES_M), 3, *WORKING, generator=generator)
+    distances_m = torch.as_tensor(DISTANCES_M, dtype=torch.float32)[None]
+    with torch.inference_mode():
+        expected = net(aif, stack, distances_m)
+    backend = HybridDepthBackend(device="cpu", model=net, working_size=WORKING)  # converts the shared modules
+    convolutions = [m for m in backend.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convolutions)
+    with torch.inference_mode():
+        actual = backend.model(aif, stack, distances_m)
+    for name, tensor in vars(expected).items():
+        torch.testing.assert_close(getattr(actual, name), tensor, rtol=1e-4, atol=1e-5, msg=name)

