@@ -11,7 +11,7 @@ import hybriddepth_ros.core.hybriddepth_backend as backend_module
 from golden_fill import filled_state_dict
 from hybriddepth_ros.core.backends import create_depth_backend
 from hybriddepth_ros.core.camera import CameraIntrinsics
-from hybriddepth_ros.core.focal_stack import FocalStack
+from hybriddepth_ros.core.focal_stack import FocalStack, FocalStackError
 from hybriddepth_ros.core.hybriddepth_backend import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -107,6 +107,17 @@ def test_frames_are_put_in_ascending_focus_order_and_valid_mask_applied(backend,
     assert np.all(np.isnan(result.depth_m[:10, :20])) and np.all(result.confidence[:10, :20] == 0)
     # Alignment now ignores the masked pixels, so values differ slightly but stay close.
     np.testing.assert_allclose(result.depth_m[mask], ordered.depth_m[mask], rtol=0.05)
+
+
+@pytest.mark.parametrize(
+    "distances_m, problem",
+    [([0.4, 0.7, 0.7, 2.0], "duplicated"), ([0.4, np.nan, 1.2, 2.0], "finite"), ([0.4, 0.7, 0.0, 2.0], "> 0 m"),
+     ([0.4, 0.7, 1.2], "3 focus distances for 4 frames")],
+)
+def test_unusable_focus_distances_are_refused_not_fused(backend, distances_m, problem):
+    stack = dataclasses.replace(textured_stack(*WORKING), focus_distances_m=np.array(distances_m))
+    with pytest.raises(FocalStackError, match=problem):
+        backend.estimate(stack)
 
 
 def test_resized_all_in_focus_weighted_run(backend):

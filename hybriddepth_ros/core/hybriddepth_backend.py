@@ -30,7 +30,7 @@ from .alignment import ALIGNMENT_METHODS
 from .all_in_focus import all_in_focus
 from .depth_backend import DepthBackend, DepthResult
 from .device import resolve_device, resolve_precision
-from .focal_stack import FocalStack
+from .focal_stack import FocalStack, validate_focus_distances
 from .focus_measure_dff import LUMA_WEIGHTS, FocusMeasureBackend
 from .models.checkpoint import load_hybriddepth_checkpoint
 from .models.depth_anything import DepthAnything, load_depth_anything_weights
@@ -171,6 +171,8 @@ class HybridDepthBackend(DepthBackend):
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 1, 3, 1, 1)
 
     def estimate(self, stack: FocalStack) -> DepthResult:
+        # Any order is accepted (frames are sorted below), but not duplicated, non-finite or <= 0 m distances.
+        validate_focus_distances(np.sort(np.asarray(stack.focus_distances_m, dtype=np.float64)), len(stack.frames))
         timings_s: dict[str, float] = {}
         clock = _StageClock(self.device, timings_s)
         with clock("preprocess"):
