@@ -260,8 +260,9 @@ def _store_convolutions_channels_last(model: nn.Module) -> None:
 
     oneDNN convolves NHWC without reordering: on a 2-core EPYC the refiner runs
     20-30% faster, end to end 2.69 -> 2.56 s (fp32) and 1.50 -> 1.37 s (bf16) for
-    5x480x640, with the same result to 1e-7. On CUDA it is used with half precision only, where tensor-core kernels
-    are NHWC-native (PyTorch's guidance); fp32 there keeps cuDNN's NCHW default.
+    5x480x640, with the same result to 1e-7. On CUDA it is used with half
+    precision only, where tensor-core kernels are NHWC-native (PyTorch's
+    guidance); fp32 there keeps cuDNN's NCHW default.
     """
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):

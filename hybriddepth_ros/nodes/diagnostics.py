@@ -47,5 +47,6 @@ class DroppedMessageCounter:
         self._last_sequence[publisher] = sequence
         if last is None or sequence <= last:  # first from this publisher, or it was restarted
             return 0
-        self.total += sequence - last - 1
-        return sequence - last - 1
+        dropped = sequence - last - 1
+        self.total += dropped
+        return dropped

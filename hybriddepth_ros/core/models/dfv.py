@@ -126,7 +126,7 @@ class Conv3d(nn.Conv3d):
     volumes with channels*frames*rows <= 20480, which is every volume of this
     decoder at 480x640, to the unvectorised `slow_conv3d`: 200 ms instead of
     23 ms for a 32-channel 5x120x160 volume on a 2-core EPYC, 2.8 s instead of
-    1.2 s for the whole DFV. Same parameters, same state_dict keys, same result.
+    1.4 s for the whole DFV. Same parameters, same state_dict keys, same result.
     """
 
     def _conv_forward(self, volume: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
