@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from golden_fill import GOLDEN_PATH, rel_err
-from hybriddepth_ros.core.alignment import (
+from hybriddepth_ros.core.models.alignment import (
     AlignmentError,
     align,
     confidence_weights,

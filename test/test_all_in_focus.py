@@ -4,9 +4,9 @@ import cv2
 import numpy as np
 import pytest
 
-from hybriddepth_ros.core.all_in_focus import all_in_focus
-from hybriddepth_ros.core.camera import CameraIntrinsics
-from hybriddepth_ros.core.focal_stack import FocalStack, FocalStackError
+from hybriddepth_ros.core.stack.all_in_focus import all_in_focus
+from hybriddepth_ros.core.stack.camera import CameraIntrinsics
+from hybriddepth_ros.core.stack.focal_stack import FocalStack, FocalStackError
 from test_registration import textured_image
 
 HEIGHT, WIDTH = 120, 160

@@ -10,8 +10,8 @@ from golden_fill import filled_state_dict
 from test_hybriddepth_backend import WORKING, textured_stack
 
 from hybriddepth_ros.core.capture.simulated import SimulatedCapture
-from hybriddepth_ros.core.focal_stack import diopter_sweep
-from hybriddepth_ros.core.hybriddepth_backend import GlobalDepthOutput, HybridDepthBackend
+from hybriddepth_ros.core.stack.focal_stack import diopter_sweep
+from hybriddepth_ros.core.depth.hybriddepth import GlobalDepthOutput, HybridDepthBackend
 from hybriddepth_ros.core.models.depth_anything import DepthAnything
 from hybriddepth_ros.core.models.dfv import DFVNet
 from hybriddepth_ros.core.models.hybriddepth import HybridDepthNet

@@ -12,9 +12,9 @@ pytest.importorskip("rclpy")
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from hybriddepth_ros.core.camera import CameraIntrinsics  # noqa: E402
-from hybriddepth_ros.core.focal_stack import FocalStack  # noqa: E402
-from hybriddepth_ros.core.pointcloud import back_project, pack_rgb_float  # noqa: E402
+from hybriddepth_ros.core.stack.camera import CameraIntrinsics  # noqa: E402
+from hybriddepth_ros.core.stack.focal_stack import FocalStack  # noqa: E402
+from hybriddepth_ros.core.depth.pointcloud import back_project, pack_rgb_float  # noqa: E402
 from hybriddepth_ros.msg import FocalStack as FocalStackMsg  # noqa: E402
 from hybriddepth_ros.nodes import conversions  # noqa: E402
 

@@ -8,8 +8,8 @@ meta tensors fails the moment any layer mixes in a tensor it made on the CPU
 import pytest
 import torch
 
-from hybriddepth_ros.core import alignment
-from hybriddepth_ros.core.hybriddepth_backend import FocusMeasureBranch, confidence_from_std
+from hybriddepth_ros.core.models import alignment
+from hybriddepth_ros.core.depth.hybriddepth import FocusMeasureBranch, confidence_from_std
 from hybriddepth_ros.core.models.hybriddepth import HybridDepthNet
 
 HEIGHT, WIDTH, FRAMES = 96, 128, 5

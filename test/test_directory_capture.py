@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from hybriddepth_ros.core.camera import CameraIntrinsics
+from hybriddepth_ros.core.stack.camera import CameraIntrinsics
 from hybriddepth_ros.core.capture.base import CaptureError
 from hybriddepth_ros.core.capture.directory import DirectoryCapture
 from test_registration import PIXEL_STACK, textured_image

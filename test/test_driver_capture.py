@@ -25,7 +25,7 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import Float32  # noqa: E402
 
-from hybriddepth_ros.core.camera import CameraIntrinsics  # noqa: E402
+from hybriddepth_ros.core.stack.camera import CameraIntrinsics  # noqa: E402
 from hybriddepth_ros.msg import FocalStack as FocalStackMsg, FocusState  # noqa: E402
 from hybriddepth_ros.nodes import conversions  # noqa: E402
 from hybriddepth_ros.nodes.driver_capture import DriverCapture, stamp_to_ns  # noqa: E402

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from hybriddepth_ros.core.focus_calibration import (
+from hybriddepth_ros.core.capture.focus_calibration import (
     FocusCalibration,
     FocusCalibrationError,
     best_focus_units,

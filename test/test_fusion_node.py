@@ -16,8 +16,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 
 from hybriddepth_ros.core.capture.simulated import SimulatedCapture  # noqa: E402
-from hybriddepth_ros.core.focal_stack import diopter_sweep  # noqa: E402
-from hybriddepth_ros.core.pointcloud import back_project  # noqa: E402
+from hybriddepth_ros.core.stack.focal_stack import diopter_sweep  # noqa: E402
+from hybriddepth_ros.core.depth.pointcloud import back_project  # noqa: E402
 from hybriddepth_ros.msg import FocalStack as FocalStackMsg  # noqa: E402
 from hybriddepth_ros.nodes import conversions  # noqa: E402
 from hybriddepth_ros.nodes.depth_fusion_node import DIAGNOSTIC_NAME, DepthFusionNode  # noqa: E402

@@ -7,19 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-import hybriddepth_ros.core.hybriddepth_backend as backend_module
+import hybriddepth_ros.core.depth.hybriddepth as backend_module
 from golden_fill import filled_state_dict
-from hybriddepth_ros.core.backends import create_depth_backend
-from hybriddepth_ros.core.camera import CameraIntrinsics
-from hybriddepth_ros.core.focal_stack import FocalStack, FocalStackError
-from hybriddepth_ros.core.hybriddepth_backend import (
+from hybriddepth_ros.core.depth.registry import create_depth_backend
+from hybriddepth_ros.core.stack.camera import CameraIntrinsics
+from hybriddepth_ros.core.stack.focal_stack import FocalStack, FocalStackError
+from hybriddepth_ros.core.depth.hybriddepth import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     STAGES,
     HybridDepthBackend,
     confidence_from_std,
 )
-from hybriddepth_ros.core.models.checkpoint import CheckpointError
+from hybriddepth_ros.core.models.weights import CheckpointError
 from hybriddepth_ros.core.models.hybriddepth import HybridDepthNet
 
 WORKING = (96, 128)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from hybriddepth_ros.core.metrics import depth_metrics
+from hybriddepth_ros.core.eval.metrics import depth_metrics
 
 
 def test_known_answers():

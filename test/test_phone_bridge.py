@@ -12,8 +12,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from hybriddepth_ros.core.camera import CameraIntrinsics
-from hybriddepth_ros.core.capture.phone_bridge import PhoneBridge, PhoneCapture
+from hybriddepth_ros.core.stack.camera import CameraIntrinsics
+from hybriddepth_ros.core.capture.phone.server import PhoneBridge, PhoneCapture
 
 TOKEN = "s3cret-token"
 WIDTH_PX, HEIGHT_PX = 64, 48

@@ -6,7 +6,7 @@ import torch
 from test_hybriddepth_backend import WORKING, textured_stack
 
 from golden_fill import filled_state_dict
-from hybriddepth_ros.core.hybriddepth_backend import HybridDepthBackend
+from hybriddepth_ros.core.depth.hybriddepth import HybridDepthBackend
 from hybriddepth_ros.core.models.hybriddepth import HybridDepthNet
 
 

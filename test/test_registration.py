@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from hybriddepth_ros.core.camera import CameraIntrinsics
-from hybriddepth_ros.core.focal_stack import FocalStack, FocalStackError
-from hybriddepth_ros.core.registration import RegistrationError, apply_homography, register_stack
+from hybriddepth_ros.core.stack.camera import CameraIntrinsics
+from hybriddepth_ros.core.stack.focal_stack import FocalStack, FocalStackError
+from hybriddepth_ros.core.stack.registration import RegistrationError, apply_homography, register_stack
 
 PIXEL_STACK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pixel6pro_stack"
 WIDTH, HEIGHT = 320, 240

@@ -3,16 +3,16 @@
 import numpy as np
 import pytest
 
-from hybriddepth_ros.core.camera import CameraIntrinsics
+from hybriddepth_ros.core.stack.camera import CameraIntrinsics
 from hybriddepth_ros.core.capture.base import CaptureBackend
 from hybriddepth_ros.core.capture.simulated import (
     DEFAULT_FOCUS_DISTANCES_M,
     DEFAULT_SIMULATED_LENS,
     SimulatedCapture,
 )
-from hybriddepth_ros.core.focal_stack import FocalStackError
-from hybriddepth_ros.core.scene import make_scene
-from hybriddepth_ros.core.thin_lens import coc_px_per_diopter
+from hybriddepth_ros.core.stack.focal_stack import FocalStackError
+from hybriddepth_ros.core.sim.scene import make_scene
+from hybriddepth_ros.core.sim.thin_lens import coc_px_per_diopter
 
 
 def test_same_seed_gives_identical_arrays_and_other_seeds_differ():

@@ -25,10 +25,10 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from hybriddepth_ros.core.backends import create_depth_backend  # noqa: E402
+from hybriddepth_ros.core.depth.registry import create_depth_backend  # noqa: E402
 from hybriddepth_ros.core.capture.simulated import SimulatedCapture  # noqa: E402
-from hybriddepth_ros.core.focal_stack import diopter_sweep  # noqa: E402
-from hybriddepth_ros.core.registration import register_stack  # noqa: E402
+from hybriddepth_ros.core.stack.focal_stack import diopter_sweep  # noqa: E402
+from hybriddepth_ros.core.stack.registration import register_stack  # noqa: E402
 from hybriddepth_ros.msg import FocalStack as FocalStackMsg  # noqa: E402
 from hybriddepth_ros.nodes import conversions  # noqa: E402
 from hybriddepth_ros.nodes import depth_fusion_node, focus_sweep_node  # noqa: E402

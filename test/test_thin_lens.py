@@ -5,9 +5,9 @@ import time
 import numpy as np
 import pytest
 
-from hybriddepth_ros.core.camera import ThinLens
-from hybriddepth_ros.core.focal_stack import diopter_sweep
-from hybriddepth_ros.core.thin_lens import (
+from hybriddepth_ros.core.stack.camera import ThinLens
+from hybriddepth_ros.core.stack.focal_stack import diopter_sweep
+from hybriddepth_ros.core.sim.thin_lens import (
     circle_of_confusion_px,
     render_defocus,
     render_focal_stack,
@@ -144,7 +144,7 @@ def test_bad_inputs_raise():
 
 
 def test_ten_frame_stack_of_240x320_renders_in_seconds():
-    from hybriddepth_ros.core.scene import make_scene
+    from hybriddepth_ros.core.sim.scene import make_scene
 
     scene = make_scene(0, 240, 320)
     start_s = time.perf_counter()

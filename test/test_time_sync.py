@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from hybriddepth_ros.core.time_sync import ApproximatePairer
+from hybriddepth_ros.core.capture.time_sync import ApproximatePairer
 
 MS = 1_000_000  # nanoseconds
 

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from hybriddepth_ros.core.camera import CameraIntrinsics
+from hybriddepth_ros.core.stack.camera import CameraIntrinsics
 from hybriddepth_ros.core.capture.base import CaptureError
 from hybriddepth_ros.core.capture.v4l2 import V4L2Capture
 

@@ -12,7 +12,7 @@ import math
 
 from rclpy.node import Node
 
-from ..core.camera import CameraIntrinsics
+from ..core.stack.camera import CameraIntrinsics
 from ..core.capture.base import CaptureBackend
 
 _PARAMETERS = {
@@ -84,7 +84,7 @@ def create_capture_backend(node: Node, name: str, focus_distances_m: list[float]
         )
     if name == "v4l2":
         from ..core.capture.v4l2 import V4L2Capture
-        from ..core.focus_calibration import FocusCalibration
+        from ..core.capture.focus_calibration import FocusCalibration
 
         calibration_file = value("v4l2.calibration_file")
         if not calibration_file:
@@ -116,7 +116,7 @@ def create_capture_backend(node: Node, name: str, focus_distances_m: list[float]
             loop=bool(value("directory.loop")),
         )
     if name == "phone":
-        from ..core.capture.phone_bridge import PhoneCapture
+        from ..core.capture.phone.server import PhoneCapture
 
         if not value("phone.token"):
             raise ValueError("the phone backend needs phone.token (the secret the phone app sends)")

@@ -11,9 +11,9 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from ..core.camera import CameraIntrinsics
-from ..core.focal_stack import FocalStack
-from ..core.pointcloud import pack_rgb_float
+from ..core.stack.camera import CameraIntrinsics
+from ..core.stack.focal_stack import FocalStack
+from ..core.depth.pointcloud import pack_rgb_float
 
 try:  # pragma: no cover - depends on the ROS install
     from cv_bridge import CvBridge, CvBridgeError

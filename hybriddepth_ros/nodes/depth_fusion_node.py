@@ -28,10 +28,10 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from hybriddepth_ros.msg import FocalStack as FocalStackMsg
 
-from ..core.backends import create_depth_backend
-from ..core.focal_stack import FocalStackError
-from ..core.fusion import DepthFusion, FusedDepth
-from ..core.pointcloud import back_project
+from ..core.depth.registry import create_depth_backend
+from ..core.stack.focal_stack import FocalStackError
+from ..core.depth.fusion import DepthFusion, FusedDepth
+from ..core.depth.pointcloud import back_project
 from . import conversions
 from .qos import stream_qos
 from .run import run_node

@@ -29,10 +29,10 @@ from std_msgs.msg import Float32
 
 from hybriddepth_ros.msg import FocusState
 
-from ..core.camera import CameraIntrinsics
+from ..core.stack.camera import CameraIntrinsics
 from ..core.capture.base import CaptureBackend, CaptureError
-from ..core.focal_stack import FocalStack
-from ..core.time_sync import ApproximatePairer
+from ..core.stack.focal_stack import FocalStack
+from ..core.capture.time_sync import ApproximatePairer
 from . import conversions
 
 try:  # pragma: no cover - depends on the ROS install

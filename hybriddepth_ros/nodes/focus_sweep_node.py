@@ -19,7 +19,7 @@ from sensor_msgs.msg import Image
 from hybriddepth_ros.msg import FocalStack as FocalStackMsg
 
 from ..core.capture.base import CaptureBackend, CaptureError
-from ..core.focal_stack import FocalStackError, diopter_sweep, validate_focus_distances
+from ..core.stack.focal_stack import FocalStackError, diopter_sweep, validate_focus_distances
 from . import conversions
 from .qos import stream_qos
 from .run import run_node

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from hybriddepth_ros.core.camera import CameraIntrinsics
-from hybriddepth_ros.core.depth_backend import DepthResult
-from hybriddepth_ros.core.focal_stack import FocalStack, diopter_sweep
-from hybriddepth_ros.core.hybriddepth_backend import STAGES, HybridDepthBackend
+from hybriddepth_ros.core.stack.camera import CameraIntrinsics
+from hybriddepth_ros.core.depth.base import DepthResult
+from hybriddepth_ros.core.stack.focal_stack import FocalStack, diopter_sweep
+from hybriddepth_ros.core.depth.hybriddepth import STAGES, HybridDepthBackend
 from hybriddepth_ros.core.models.hybriddepth import HybridDepthNet
 
 WEIGHT_SEED = 0
@@ -51,7 +51,7 @@ DownstreamStage = Callable[[FocalStack, DepthResult], object]
 
 def downstream_stages() -> dict[str, DownstreamStage]:
     """The fusion node's work around estimation: message conversion (with ROS messages) and the cloud."""
-    from ..core.pointcloud import back_project
+    from ..core.depth.pointcloud import back_project
 
     stages: dict[str, DownstreamStage] = {}
     try:

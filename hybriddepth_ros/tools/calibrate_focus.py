@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..core.focus_calibration import FocusCalibrationError, calibrate_focus, load_calibration_sweeps
+from ..core.capture.focus_calibration import FocusCalibrationError, calibrate_focus, load_calibration_sweeps
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,9 +23,9 @@ from rclpy.node import Node
 from hybriddepth_ros.nodes.qos import stream_qos
 from sensor_msgs.msg import Image, PointCloud2
 
-from ..core.metrics import depth_metrics
-from ..core.pointcloud import write_ply
-from ..core.visualize import colorize_depth
+from ..core.eval.metrics import depth_metrics
+from ..core.depth.pointcloud import write_ply
+from ..core.eval.visualize import colorize_depth
 from ..nodes import conversions
 from ..nodes.depth_fusion_node import DIAGNOSTIC_NAME
 from ..pipeline_plan import default_params_file, pipeline_plan

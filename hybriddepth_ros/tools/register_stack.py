@@ -21,8 +21,8 @@ import numpy as np
 
 from ..core.capture.base import CaptureError
 from ..core.capture.directory import DirectoryCapture
-from ..core.focal_stack import FocalStack
-from ..core.registration import RegistrationError, alignment_residual_px, apply_homography, register_stack
+from ..core.stack.focal_stack import FocalStack
+from ..core.stack.registration import RegistrationError, alignment_residual_px, apply_homography, register_stack
 
 THUMB_WIDTH_PX = 320
 

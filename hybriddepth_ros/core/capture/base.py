@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 
-from ..focal_stack import FocalStack
+from ..stack.focal_stack import FocalStack
 
 
 class CaptureError(RuntimeError):

@@ -16,8 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..camera import CameraIntrinsics
-from ..focal_stack import FocalStack, FocalStackError
+from ..stack.camera import CameraIntrinsics
+from ..stack.focal_stack import FocalStack, FocalStackError
 from .base import CaptureBackend, CaptureError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
@@ -152,7 +152,7 @@ class DirectoryCapture(CaptureBackend):
         try:
             stack.validate()
             if self.register:
-                from ..registration import register_stack
+                from ..stack.registration import register_stack
 
                 stack = register_stack(stack, self.registration_motion).stack
         except FocalStackError as exc:

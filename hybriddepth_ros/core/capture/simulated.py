@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..camera import CameraIntrinsics, ThinLens
-from ..focal_stack import FocalStack, diopter_sweep, validate_focus_distances
-from ..scene import make_scene
-from ..thin_lens import add_sensor_noise, quantise_frames, render_focal_stack_float
+from ..stack.camera import CameraIntrinsics, ThinLens
+from ..stack.focal_stack import FocalStack, diopter_sweep, validate_focus_distances
+from ..sim.scene import make_scene
+from ..sim.thin_lens import add_sensor_noise, quantise_frames, render_focal_stack_float
 from .base import CaptureBackend
 
 DEFAULT_SIMULATED_LENS = ThinLens(focal_length_m=0.012, f_number=1.4, pixel_pitch_m=15e-6)

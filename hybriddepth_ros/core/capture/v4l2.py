@@ -19,8 +19,8 @@ from typing import Callable, Protocol, Sequence
 import cv2
 import numpy as np
 
-from ..camera import CameraIntrinsics
-from ..focal_stack import FocalStack, validate_focus_distances
+from ..stack.camera import CameraIntrinsics
+from ..stack.focal_stack import FocalStack, validate_focus_distances
 from .base import CaptureBackend, CaptureError
 
 _LOG = logging.getLogger(__name__)

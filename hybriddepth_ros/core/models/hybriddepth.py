@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..alignment import ALIGNMENT_METHODS, align
+from .alignment import ALIGNMENT_METHODS, align
 from .depth_anything import DepthAnything, predict_relative_depth
 from .dfv import DFVNet
 from .scale_map_learner import ScaleMapLearner

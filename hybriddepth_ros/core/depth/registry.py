@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .depth_backend import DepthBackend
+from .base import DepthBackend
 
 
 def create_depth_backend(name: str, device: str = "auto", **options: Any) -> DepthBackend:
@@ -13,11 +13,11 @@ def create_depth_backend(name: str, device: str = "auto", **options: Any) -> Dep
     Options are the backend's own keyword arguments; unknown names raise ValueError.
     """
     if name == "focus_measure":
-        from .focus_measure_dff import FocusMeasureBackend
+        from .focus_measure import FocusMeasureBackend
 
         return FocusMeasureBackend(device=device, **options)
     if name == "hybriddepth":
-        from .hybriddepth_backend import HybridDepthBackend
+        from .hybriddepth import HybridDepthBackend
 
         return HybridDepthBackend(device=device, **options)
     raise ValueError(f"unknown depth backend '{name}' (known: focus_measure, hybriddepth)")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .camera import CameraIntrinsics
+from ..stack.camera import CameraIntrinsics
 
 
 def decimate_intrinsics(intrinsics: CameraIntrinsics, decimation: int) -> CameraIntrinsics:

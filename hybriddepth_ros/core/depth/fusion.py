@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .depth_backend import DepthBackend
-from .focal_stack import FocalStack, FocalStackError
+from .base import DepthBackend
+from ..stack.focal_stack import FocalStack, FocalStackError
 
 
 @dataclass
@@ -51,7 +51,7 @@ class DepthFusion:
         stack.validate()
         timings: dict[str, float] = {}
         if not stack.registered:
-            from .registration import register_stack
+            from ..stack.registration import register_stack
 
             t0 = time.perf_counter()
             stack = register_stack(stack).stack

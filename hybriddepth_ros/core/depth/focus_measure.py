@@ -30,9 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .depth_backend import DepthBackend, DepthResult
+from .base import DepthBackend, DepthResult
 from .device import resolve_device
-from .focal_stack import FocalStack
+from ..stack.focal_stack import FocalStack
 
 DEFAULT_CONFIDENCE_THRESHOLD = 0.5
 """Pixels with confidence at or above this are the ones to trust (tested: AbsRel <= 5 % there)."""

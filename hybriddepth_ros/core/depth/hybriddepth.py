@@ -26,17 +26,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .alignment import ALIGNMENT_METHODS
-from .all_in_focus import all_in_focus
-from .depth_backend import DepthBackend, DepthResult
+from ..models.alignment import ALIGNMENT_METHODS
+from ..stack.all_in_focus import all_in_focus
+from .base import DepthBackend, DepthResult
 from .device import resolve_device, resolve_precision
-from .focal_stack import FocalStack, validate_focus_distances
-from .focus_measure_dff import LUMA_WEIGHTS, FocusMeasureBackend
-from .models.checkpoint import load_hybriddepth_checkpoint
-from .models.depth_anything import DepthAnything, load_depth_anything_weights
-from .models.dfv import DFVNet, load_dfv_weights
-from .models.hybriddepth import HybridDepthNet
-from .registration import register_stack
+from ..stack.focal_stack import FocalStack, validate_focus_distances
+from .focus_measure import LUMA_WEIGHTS, FocusMeasureBackend
+from ..models.weights import load_hybriddepth_checkpoint
+from ..models.depth_anything import DepthAnything, load_depth_anything_weights
+from ..models.dfv import DFVNet, load_dfv_weights
+from ..models.hybriddepth import HybridDepthNet
+from ..stack.registration import register_stack
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

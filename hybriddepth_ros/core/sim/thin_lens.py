@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from .camera import ThinLens
+from ..stack.camera import ThinLens
 
 PSF_SHAPES = ("disc", "gaussian")
 _SRGB_GAMMA = 2.2

@@ -68,9 +68,9 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
-from ..camera import CameraIntrinsics
-from ..focal_stack import FocalStack, FocalStackError
-from .base import CaptureBackend, CaptureError
+from ...stack.camera import CameraIntrinsics
+from ...stack.focal_stack import FocalStack, FocalStackError
+from ..base import CaptureBackend, CaptureError
 
 _LOG = logging.getLogger(__name__)
 

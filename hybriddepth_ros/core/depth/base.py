@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .focal_stack import FocalStack
+from ..stack.focal_stack import FocalStack
 
 
 @dataclass

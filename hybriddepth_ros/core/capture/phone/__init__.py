@@ -1,0 +1,1 @@
+"""Focal stacks sent by a phone over a WebSocket."""

@@ -1,0 +1,1 @@
+"""Scoring depth against ground truth and drawing it."""
