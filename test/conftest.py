@@ -2,7 +2,8 @@ import os
 import sys
 from pathlib import Path
 
-# Tests import helpers such as golden_fill and ros_harness from this folder.
+# Tests import their shared helpers from support/ (this folder is put on sys.path);
+# no test module imports another.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # A DDS domain of this test process's own, so that concurrent test runs (and any

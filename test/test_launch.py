@@ -84,7 +84,7 @@ def test_runner_starts_the_installed_nodes_and_depth_flows_over_dds(tmp_path):
     from sensor_msgs.msg import Image
 
     from hybriddepth_ros.tools.run_pipeline import start_nodes, stop_nodes
-    from ros_harness import Probe, spin_until
+    from support.ros_harness import Probe, spin_until
 
     plan = pipeline_plan(default_params_file())
     plan[0].overrides.update({"width": 96, "height": 72, "focus_count": 6, "rate_hz": 2.0})

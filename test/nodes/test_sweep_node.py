@@ -19,12 +19,13 @@ import cv2
 import numpy as np
 import pytest
 
-from ros_harness import Probe, spin_until, ros_context  # noqa: F401  (fixture)
+from support.ros_harness import Probe, spin_until
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
+from support import PIXEL_STACK
 from hybriddepth_ros.core.depth.registry import create_depth_backend  # noqa: E402
 from hybriddepth_ros.core.capture.simulated import SimulatedCapture  # noqa: E402
 from hybriddepth_ros.core.stack.focal_stack import diopter_sweep  # noqa: E402
@@ -39,7 +40,6 @@ websockets_sync = pytest.importorskip("websockets.sync.client")
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 FRAME_ID = "test_sweep_optical_frame"
-PIXEL6PRO_STACK = Path(__file__).resolve().parents[2] / "shared" / "data" / "pixel6pro_stack"
 
 
 class SweepRig:
@@ -188,10 +188,10 @@ def test_directory_stack_is_published_sorted_and_resized(ros_context, tmp_path):
     assert stamp_s(rig.stacks[1]) > stamp_s(msg), "a looping replay restamps every stack"
 
 
-@pytest.mark.skipif(not PIXEL6PRO_STACK.is_dir(), reason="../shared/data/pixel6pro_stack is not present")
+@pytest.mark.skipif(not PIXEL_STACK.is_dir(), reason="../shared/data/pixel6pro_stack is not present")
 def test_phone_recording_replays_into_fusion_with_registration_borders_unknown(ros_context):
     rig = SweepRig(ros_context, backend="directory", width=320, height=240, rate_hz=2.0,
-                   **{"directory.path": str(PIXEL6PRO_STACK)})
+                   **{"directory.path": str(PIXEL_STACK)})
     context, _, add = ros_context
     # Threshold 0 publishes every in-range pixel, so only the registration borders (and
     # focus-measure failures) are NaN; the default 0.5 keeps only ~0.5 % of this stack.

@@ -13,7 +13,7 @@ from hybriddepth_ros.core.capture.focus_calibration import (
     load_calibration_sweeps,
 )
 from hybriddepth_ros.tools.calibrate_focus import main as calibrate_focus_cli
-from test_registration import textured_image
+from support.stacks import textured_image
 
 SWEEP_UNITS = np.arange(0.0, 801.0, 40.0)
 TARGET_DISTANCES_M = (0.15, 0.25, 0.4, 0.7, 1.2)

@@ -11,7 +11,8 @@ import pytest
 from hybriddepth_ros.core.stack.camera import CameraIntrinsics
 from hybriddepth_ros.core.capture.base import CaptureError
 from hybriddepth_ros.core.capture.directory import DirectoryCapture
-from test_registration import PIXEL_STACK, textured_image
+from support import PIXEL_STACK
+from support.stacks import textured_image
 
 HEIGHT, WIDTH = 60, 80
 

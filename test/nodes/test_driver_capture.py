@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from ros_harness import spin_until, ros_context  # noqa: F401  (fixture)
+from support.ros_harness import spin_until
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from golden_fill import GOLDEN_PATH, MANIFEST_PATH, filled_state_dict, rel_err
+from support.golden_fill import GOLDEN_PATH, MANIFEST_PATH, filled_state_dict, rel_err
 from hybriddepth_ros.core.models.dfv import (
     Conv3d,
     DFVNet,

@@ -1,30 +1,18 @@
 """Registration of hand-held focal stacks: synthetic stacks with known warps, refusals, the real Pixel stack."""
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 
+from support import PIXEL_STACK
 from hybriddepth_ros.core.stack.camera import CameraIntrinsics
 from hybriddepth_ros.core.stack.focal_stack import FocalStack, FocalStackError
 from hybriddepth_ros.core.stack.registration import RegistrationError, apply_homography, register_stack
+from support.stacks import textured_image
 
-PIXEL_STACK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pixel6pro_stack"
 WIDTH, HEIGHT = 320, 240
 BLUR_SIGMAS_PX = [0.5, 1.0, 1.6, 2.2, 2.8]
 
-
-def textured_image(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """Float32 grey texture in [20, 240] with structure at 64, 16 and 4 px scales."""
-    rng = np.random.default_rng(seed)
-    image = np.zeros((height, width), np.float32)
-    for cell_px in (64, 16, 4):
-        coarse = rng.random((height // cell_px + 2, width // cell_px + 2)).astype(np.float32)
-        size = (width + 2 * cell_px, height + 2 * cell_px)
-        upsampled = cv2.resize(coarse, size, interpolation=cv2.INTER_CUBIC)
-        image += upsampled[cell_px:cell_px + height, cell_px:cell_px + width]
-    return (image - image.min()) / (image.max() - image.min()) * 220 + 20
 
 
 def similarity(scale: float, angle_deg: float, tx_px: float, ty_px: float) -> np.ndarray:

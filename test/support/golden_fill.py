@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import zlib
-from pathlib import Path
 
 import numpy as np
 import torch
 
-SHARED_REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+from . import SHARED
+
+SHARED_REFERENCE = SHARED / "reference"
 GOLDEN_PATH = SHARED_REFERENCE / "hybriddepth_golden.npz"
 MANIFEST_PATH = SHARED_REFERENCE / "hybriddepth_state_dict_manifest.json"
 SPECIAL_BIAS = "model.depth_anything.depth_head.scratch.output_conv2.2.bias"

@@ -3,9 +3,9 @@
 import numpy as np
 import torch
 
-from test_hybriddepth_backend import WORKING, textured_stack
+from support.stacks import WORKING, textured_stack
 
-from golden_fill import filled_state_dict
+from support.golden_fill import filled_state_dict
 from hybriddepth_ros.core.depth.hybriddepth import HybridDepthBackend
 from hybriddepth_ros.core.models.hybriddepth import HybridDepthNet
 

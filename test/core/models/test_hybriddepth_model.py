@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from golden_fill import GOLDEN_PATH, MANIFEST_PATH, filled_state_dict, rel_err
+from support.golden_fill import GOLDEN_PATH, MANIFEST_PATH, filled_state_dict, rel_err
 from hybriddepth_ros.core.models.hybriddepth import HybridDepthNet
 
 needs_shared = pytest.mark.skipif(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from golden_fill import GOLDEN_PATH, rel_err
+from support.golden_fill import GOLDEN_PATH, rel_err
 from hybriddepth_ros.core.models.alignment import (
     AlignmentError,
     align,

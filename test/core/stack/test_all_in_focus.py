@@ -7,7 +7,7 @@ import pytest
 from hybriddepth_ros.core.stack.all_in_focus import all_in_focus
 from hybriddepth_ros.core.stack.camera import CameraIntrinsics
 from hybriddepth_ros.core.stack.focal_stack import FocalStack, FocalStackError
-from test_registration import textured_image
+from support.stacks import textured_image
 
 HEIGHT, WIDTH = 120, 160
 DEFOCUS_SIGMA_PX = 3.0

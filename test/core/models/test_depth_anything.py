@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from golden_fill import GOLDEN_PATH, MANIFEST_PATH, filled_state_dict, rel_err
+from support.golden_fill import GOLDEN_PATH, MANIFEST_PATH, filled_state_dict, rel_err
 from hybriddepth_ros.core.models.depth_anything import (
     DepthAnything,
     load_depth_anything_weights,

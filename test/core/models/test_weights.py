@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from golden_fill import filled_state_dict
+from support.golden_fill import filled_state_dict
 from hybriddepth_ros.core.models.weights import CheckpointError, load_hybriddepth_checkpoint
 from hybriddepth_ros.core.models.hybriddepth import HybridDepthNet
 

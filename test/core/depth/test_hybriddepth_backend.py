@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import hybriddepth_ros.core.depth.hybriddepth as backend_module
-from golden_fill import filled_state_dict
+from support.golden_fill import filled_state_dict
+from support.stacks import DISTANCES_M, WORKING, textured_stack
 from hybriddepth_ros.core.depth.registry import create_depth_backend
-from hybriddepth_ros.core.stack.camera import CameraIntrinsics
-from hybriddepth_ros.core.stack.focal_stack import FocalStack, FocalStackError
+from hybriddepth_ros.core.stack.focal_stack import FocalStackError
 from hybriddepth_ros.core.depth.hybriddepth import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -21,17 +21,6 @@ from hybriddepth_ros.core.depth.hybriddepth import (
 )
 from hybriddepth_ros.core.models.weights import CheckpointError
 from hybriddepth_ros.core.models.hybriddepth import HybridDepthNet
-
-WORKING = (96, 128)
-DISTANCES_M = np.array([0.4, 0.7, 1.2, 2.0])
-
-
-def textured_stack(height, width, seed=0, **fields):
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, (height // 4, width // 4, 3), dtype=np.uint8)
-    frames = np.stack([np.kron(base, np.ones((4, 4, 1), dtype=np.uint8)) // (k + 1) for k in range(len(DISTANCES_M))])
-    intrinsics = CameraIntrinsics(fx=100.0, fy=100.0, cx=width / 2, cy=height / 2, width=width, height=height)
-    return FocalStack(frames=frames, focus_distances_m=DISTANCES_M.copy(), intrinsics=intrinsics, **fields)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from golden_fill import filled_state_dict
-from test_hybriddepth_backend import WORKING, textured_stack
+from support.golden_fill import filled_state_dict
+from support.stacks import WORKING, textured_stack
 
 from hybriddepth_ros.core.capture.simulated import SimulatedCapture
 from hybriddepth_ros.core.stack.focal_stack import diopter_sweep

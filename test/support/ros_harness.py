@@ -5,12 +5,10 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-import pytest
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
 
-rclpy = pytest.importorskip("rclpy")
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.node import Node  # noqa: E402
-from hybriddepth_ros.nodes.qos import stream_qos  # noqa: E402
+from hybriddepth_ros.nodes.qos import stream_qos
 
 
 class Probe(Node):
@@ -39,24 +37,3 @@ def spin_until(executor: SingleThreadedExecutor, condition: Callable[[], bool], 
             next_call = time.monotonic() + every_s
         executor.spin_once(timeout_sec=0.05)
     return condition()
-
-
-@pytest.fixture
-def ros_context():
-    """An initialised rclpy context and an executor; everything is shut down afterwards."""
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    executor = SingleThreadedExecutor(context=context)
-    nodes: list[Node] = []
-
-    def add(node: Node) -> Node:
-        nodes.append(node)
-        executor.add_node(node)
-        return node
-
-    yield context, executor, add
-    for node in nodes:
-        executor.remove_node(node)
-        node.destroy_node()
-    executor.shutdown()
-    rclpy.shutdown(context=context)

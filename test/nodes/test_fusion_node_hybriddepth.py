@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from golden_fill import filled_state_dict
-from ros_harness import ros_context  # noqa: F401  (fixture)
-from test_fusion_node import FRAME_ID, HEIGHT, WIDTH, FusionRig, restamp, simulated  # noqa: F401
+from support.golden_fill import filled_state_dict
+from support.fusion_rig import FRAME_ID, HEIGHT, WIDTH, FusionRig, restamp
 
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 
