@@ -28,16 +28,16 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from hybriddepth_ros.msg import FocalStack as FocalStackMsg
 
-from ..core.depth.registry import create_depth_backend
+from ..core.depth.registry import choose_depth_backend
 from ..core.stack.focal_stack import FocalStackError
 from ..core.depth.fusion import DepthFusion, FusedDepth
 from ..core.depth.pointcloud import back_project
 from . import conversions
 from .qos import stream_qos
 from .run import run_node
-from .diagnostics import ERROR, OK, WARN, DiagnosticReporter, DroppedMessageCounter
+from .diagnostics import FUSION_DIAGNOSTIC_NAME, ERROR, OK, WARN, DiagnosticReporter, DroppedMessageCounter
 
-DIAGNOSTIC_NAME = "hybriddepth_ros: depth fusion"
+DIAGNOSTIC_NAME = FUSION_DIAGNOSTIC_NAME
 
 
 class DepthFusionNode(Node):
@@ -95,40 +95,26 @@ class DepthFusionNode(Node):
         return self.get_parameter(name).value
 
     def _create_backend(self):
-        """The configured backend; 'hybriddepth' without usable weights falls back, said once."""
-        name = self._param("backend")
-        device = self._param("device")
-        if name == "hybriddepth":
-            checkpoint = self._param("checkpoint_path")
-            relative_weights = self._param("relative_weights_path")
-            if not checkpoint and not relative_weights:
-                self.get_logger().warning(
-                    "backend 'hybriddepth' needs checkpoint_path (official HybridDepth .ckpt) or "
-                    "relative_weights_path; none given, so depth comes from the weight-free "
-                    "'focus_measure' backend instead"
-                )
-                return "focus_measure", create_depth_backend("focus_measure", device=device)
-            options = {
-                "checkpoint_path": checkpoint or None,
-                "relative_weights_path": relative_weights or None,
-                "relative_encoder": self._param("relative_encoder"),
-                "relative_version": int(self._param("relative_version")),
-                "dfv_weights_path": self._param("dfv_weights_path") or None,
-                "precision": self._param("precision"),
-                "relative_input": self._param("relative_input"),
-                "alignment": self._param("alignment"),
-                "metric_branch": self._param("metric_branch"),
-                "working_size": (int(self._param("working_height")), int(self._param("working_width"))),
-            }
-            try:
-                return name, create_depth_backend(name, device=device, **options)
-            except (OSError, ValueError, RuntimeError) as exc:
-                self.get_logger().error(
-                    f"cannot load HybridDepth checkpoint: {exc}; depth comes from the weight-free "
-                    "'focus_measure' backend instead"
-                )
-                return "focus_measure", create_depth_backend("focus_measure", device=device)
-        return name, create_depth_backend(name, device=device)
+        """The configured backend, or the weight-free one by the registry's fallback policy (said once)."""
+        hybriddepth_options = {
+            "checkpoint_path": self._param("checkpoint_path") or None,
+            "relative_weights_path": self._param("relative_weights_path") or None,
+            "relative_encoder": self._param("relative_encoder"),
+            "relative_version": int(self._param("relative_version")),
+            "dfv_weights_path": self._param("dfv_weights_path") or None,
+            "precision": self._param("precision"),
+            "relative_input": self._param("relative_input"),
+            "alignment": self._param("alignment"),
+            "metric_branch": self._param("metric_branch"),
+            "working_size": (int(self._param("working_height")), int(self._param("working_width"))),
+        }
+        choice = choose_depth_backend(
+            self._param("backend"), self._param("device"), {"hybriddepth": hybriddepth_options}
+        )
+        if choice.fallback_reason:
+            log = self.get_logger().error if choice.fallback_is_error else self.get_logger().warning
+            log(f"backend '{choice.requested}': {choice.fallback_reason}")
+        return choice.name, choice.backend
 
     def _on_stack(self, msg: FocalStackMsg, info: MessageInfo) -> None:
         received = time.perf_counter()

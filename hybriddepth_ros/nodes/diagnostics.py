@@ -9,6 +9,10 @@ OK = DiagnosticStatus.OK
 WARN = DiagnosticStatus.WARN
 ERROR = DiagnosticStatus.ERROR
 
+SWEEP_DIAGNOSTIC_NAME = "hybriddepth_ros: focus sweep"
+FUSION_DIAGNOSTIC_NAME = "hybriddepth_ros: depth fusion"
+"""The status names on /diagnostics, for monitoring tools (and the demo) to pick the pipeline's out."""
+
 
 class DiagnosticReporter:
     """Publishes the node's status under a fixed name on /diagnostics."""

@@ -23,10 +23,10 @@ from ..core.stack.focal_stack import FocalStackError, diopter_sweep, validate_fo
 from . import conversions
 from .qos import stream_qos
 from .run import run_node
-from .diagnostics import ERROR, OK, WARN, DiagnosticReporter
+from .diagnostics import SWEEP_DIAGNOSTIC_NAME, ERROR, OK, WARN, DiagnosticReporter
 from .capture_backends import create_capture_backend, declare_capture_parameters
 
-DIAGNOSTIC_NAME = "hybriddepth_ros: focus sweep"
+DIAGNOSTIC_NAME = SWEEP_DIAGNOSTIC_NAME
 # Backends that drive the lens to the configured sweep; the others read focus from their input.
 COMMANDED_FOCUS_BACKENDS = ("simulated", "v4l2", "driver")
 

@@ -3,8 +3,9 @@
     python -m hybriddepth_ros.tools.benchmark --device auto --frames 5 --height 480 --width 640 \
         --precision fp32 --repeats 3
 
-Runs the full backend (preprocessing, relative branch, DFF, alignment,
-refinement, resize back) on a synthetic textured focal stack of the given size,
+Runs the full backend through DepthFusion, the fusion node's own path
+(validation, preprocessing, relative branch, DFF, alignment, refinement,
+resize back, masks), on a synthetic textured focal stack of the given size,
 which is also the working size. The first call is reported as "cold" (it pays
 for lazy initialisation, allocator growth, cuDNN autotuning); "warm" is the
 median of `--repeats` further calls. Weights are random but seeded, so no
@@ -19,6 +20,7 @@ it gives the throughput reached.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
 import statistics
 import sys
@@ -31,11 +33,12 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from hybriddepth_ros.core.stack.camera import CameraIntrinsics
-from hybriddepth_ros.core.depth.base import DepthResult
-from hybriddepth_ros.core.stack.focal_stack import FocalStack, diopter_sweep
-from hybriddepth_ros.core.depth.hybriddepth import STAGES, HybridDepthBackend
-from hybriddepth_ros.core.models.hybriddepth import HybridDepthNet
+from ..core.depth.base import DepthResult
+from ..core.depth.fusion import DepthFusion
+from ..core.depth.hybriddepth import HybridDepthBackend
+from ..core.models.hybriddepth import STAGES, HybridDepthNet
+from ..core.stack.camera import CameraIntrinsics
+from ..core.stack.focal_stack import FocalStack, diopter_sweep
 
 WEIGHT_SEED = 0
 END_TO_END = "end_to_end"
@@ -127,33 +130,26 @@ def seeded_network() -> HybridDepthNet:
 
 def network_gflops(backend: HybridDepthBackend, stack: FocalStack) -> dict[str, float]:
     """GFLOP of each network stage for one forward over `stack` (at the working size), counted by torch."""
-    model = backend.model
-    height_px, width_px = backend.working_size
-    frames = torch.rand(1, stack.frames.shape[0], 3, height_px, width_px, device=backend.device)
-    distances_m = torch.as_tensor(np.sort(stack.focus_distances_m), dtype=torch.float32, device=backend.device)[None]
     gflops: dict[str, float] = {}
 
-    def counted(stage: str, forward: Callable[[], object]) -> object:
+    @contextlib.contextmanager
+    def counted(stage: str):
         with FlopCounterMode(display=False) as counter:
-            output = forward()
+            yield
         gflops[stage] = counter.get_total_flops() / 1e9
-        return output
 
+    inputs = backend.network_inputs(backend.working_stack(stack))
     with torch.inference_mode():
-        relative = counted("relative", lambda: model.relative_depth(frames[:, 0]))
-        dff_depth, dff_std = counted("dff", lambda: model.dff_depth(frames, distances_m))
-        global_depth = counted("alignment", lambda: model.global_depth(relative, dff_depth, dff_std))
-        counted("refinement", lambda: model.refine(global_depth, dff_depth, dff_std))
+        backend.model(*inputs, stage=counted)
     return gflops
 
 
-def timed_call(
-    backend: HybridDepthBackend, stack: FocalStack, downstream: dict[str, DownstreamStage]
-) -> dict[str, float]:
-    """Seconds per stage of one estimate plus downstream stages, and end to end."""
+def timed_call(fusion: DepthFusion, stack: FocalStack, downstream: dict[str, DownstreamStage]) -> dict[str, float]:
+    """Seconds per stage of one fusion (the node's own path) plus downstream stages, and end to end."""
     start_s = time.perf_counter()
-    result = backend.estimate(stack)
-    timings_s = dict(result.timings_s)
+    fused = fusion.process(stack)
+    result = DepthResult(depth_m=fused.depth_m, confidence=fused.confidence, timings_s=fused.timings_s)
+    timings_s = dict(fused.timings_s)
     for name, stage in downstream.items():
         stage_start_s = time.perf_counter()
         stage(stack, result)
@@ -177,12 +173,14 @@ def run_benchmark(
     backend = HybridDepthBackend(
         device=device, precision=precision, working_size=(height_px, width_px), model=seeded_network()
     )
+    # Every pixel published, so the downstream stages see the whole image as the node would at threshold 0.
+    fusion = DepthFusion(backend, confidence_threshold=0.0)
     stack = synthetic_stack(frames, height_px, width_px)
     on_cuda = backend.device.type == "cuda"
     if on_cuda:
         torch.cuda.reset_peak_memory_stats(backend.device)
-    cold_s = timed_call(backend, stack, downstream)
-    warm_runs = [timed_call(backend, stack, downstream) for _ in range(repeats)]
+    cold_s = timed_call(fusion, stack, downstream)
+    warm_runs = [timed_call(fusion, stack, downstream) for _ in range(repeats)]
     warm_median_s = {name: statistics.median(run.get(name, 0.0) for run in warm_runs) for name in cold_s}
     if on_cuda:
         peak_mib, kind = torch.cuda.max_memory_allocated(backend.device) / 2**20, "CUDA max_memory_allocated"
@@ -206,7 +204,7 @@ def run_benchmark(
 
 
 def format_report(report: BenchmarkReport) -> str:
-    order = [s for s in ("preprocess", "registration", *STAGES, "postprocess") if s in report.cold_s]
+    order = [s for s in ("registration", "preprocess", *STAGES, "postprocess", "fusion_total") if s in report.cold_s]
     order += [s for s in report.cold_s if s not in order and s != END_TO_END] + [END_TO_END]
     lines = [
         f"HybridDepth benchmark: {report.frames} frames, {report.width_px}x{report.height_px} px, "

@@ -27,7 +27,7 @@ from ..core.eval.metrics import depth_metrics
 from ..core.depth.pointcloud import write_ply
 from ..core.eval.visualize import colorize_depth
 from ..nodes import conversions
-from ..nodes.depth_fusion_node import DIAGNOSTIC_NAME
+from ..nodes.diagnostics import FUSION_DIAGNOSTIC_NAME
 from ..pipeline_plan import default_params_file, pipeline_plan
 from .run_pipeline import start_nodes, stop_nodes
 
@@ -57,7 +57,7 @@ class OutputCollector(Node):
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
-            if status.name != DIAGNOSTIC_NAME:
+            if status.name != FUSION_DIAGNOSTIC_NAME:
                 continue
             values = {kv.key: kv.value for kv in status.values}
             if "stamp" in values:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..stack.focal_stack import FocalStack
+from ..stack.focal_stack import FocalStack, FocalStackError
 
 
 @dataclass
@@ -30,10 +30,23 @@ class DepthResult:
 
 
 class DepthBackend(abc.ABC):
-    """Estimates metric depth from a focal stack on one torch device."""
+    """Estimates metric depth from a focal stack on one torch device.
+
+    Stacks reach a backend through DepthFusion, the one place that validates
+    and registers them: backends rely on focus distances strictly increasing
+    and frames aligned to the reference, and refuse a stack that is not.
+    """
 
     name: str = "abstract"
 
-    @abc.abstractmethod
     def estimate(self, stack: FocalStack) -> DepthResult:
-        """Depth of `stack` in its reference view. The stack is already validated."""
+        """Depth of `stack` (validated and registered by DepthFusion) in its reference view."""
+        if not stack.registered:
+            raise FocalStackError(
+                f"the {self.name} backend needs a registered stack: run it through DepthFusion, which registers"
+            )
+        return self._estimate(stack)
+
+    @abc.abstractmethod
+    def _estimate(self, stack: FocalStack) -> DepthResult:
+        """The backend's own work on a validated, registered stack."""

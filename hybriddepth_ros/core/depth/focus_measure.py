@@ -1,25 +1,8 @@
-"""Weight-free depth from focus: per-pixel sharpest frame of the sweep, refined in diopters.
+"""The weight-free depth backend: the focus-measure DFF (core.models.focus_measure) on one torch device.
 
-Each frame's focus measure is the sum-modified Laplacian (SML) of its
-luminance averaged over a square window. A pixel's depth is where its focus
-measure curve peaks: the sharpest frame, refined by a parabola through that
-frame and its two neighbours in diopter space, where blur grows linearly with
-defocus. The parabola is fitted to a Box-Cox transform of the focus measure,
-((f/f_peak)^λ - 1)/λ, where λ = 0 is the log (a Gaussian fit) and a more
-negative λ suits focus curves with heavier tails. Disc-shaped blur (a real
-aperture) makes the focus measure fall off as a power of defocus: on simulated
-textured planes a log fit pulls estimates towards the nearest frame by up to
-1/7 of a focus step, the default λ = -3 by about 1/40; for Gaussian blur
-(the paper's NYU protocol) λ = -1.5 does best.
-Where the sharpest frame is the first or the last of the sweep the
-true focus may lie beyond it, so depth there is NaN, as it is where the curve
-is flat; a sweep of two frames has no interior frame and gives no depth.
-
-Confidence in [0, 1] is the product of three factors: how far the peak rises
-above the rest of the curve (1 - mean/peak; near 0 on textureless surfaces,
-where every frame looks alike), whether the curve has a single peak (a second
-one appears at depth edges, where the window sees two surfaces, and on
-periodic texture), and how much texture signal the peak has over sensor noise.
+No weights, no download: the default backend and the fallback when the
+HybridDepth network has none. The physics and the confidence are described in
+core/models/focus_measure.py.
 """
 
 from __future__ import annotations
@@ -28,29 +11,18 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from ..models.focus_measure import FocusMeasureDFF, luminance
+from ..stack.focal_stack import FocalStack
 from .base import DepthBackend, DepthResult
 from .device import resolve_device
-from ..stack.focal_stack import FocalStack
-
-DEFAULT_CONFIDENCE_THRESHOLD = 0.5
-"""Pixels with confidence at or above this are the ones to trust (tested: AbsRel <= 5 % there)."""
-
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 class FocusMeasureBackend(DepthBackend):
-    """Depth from focus without learned weights; runs on any torch device.
+    """Depth from focus without learned weights.
 
-    window_px: side of the square window the focus measure is averaged over
-      (odd); larger is steadier on weak texture, blurrier at depth edges.
-    curve_exponent: λ of the Box-Cox transform the peak parabola is fitted to
-      (-3 for disc blur, -1.5 for Gaussian blur).
-    noise_floor: SML level (luminance in [0, 1] per pixel) that sensor noise
-      alone reaches; peaks near it get low confidence.
-    second_peak_tolerance: a second peak this high (relative to the main
-      one) drives confidence to 0.
+    window_px, curve_exponent, noise_floor, second_peak_tolerance: those of
+      FocusMeasureDFF.
     min_confidence: depth below this confidence is set to NaN (0 keeps every
       interior peak; the confidence map is returned either way).
     """
@@ -66,32 +38,23 @@ class FocusMeasureBackend(DepthBackend):
         second_peak_tolerance: float = 0.2,
         min_confidence: float = 0.0,
     ) -> None:
-        if window_px < 1 or window_px % 2 == 0:
-            raise ValueError(f"window_px must be a positive odd number, got {window_px}")
-        if not noise_floor > 0:
-            raise ValueError(f"noise_floor must be > 0, got {noise_floor}")
         if not 0.0 <= min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
         self.device = resolve_device(device)
-        self.window_px = window_px
-        self.curve_exponent = curve_exponent
-        self.noise_floor = noise_floor
-        self.second_peak_tolerance = second_peak_tolerance
+        self.dff = FocusMeasureDFF(window_px, curve_exponent, noise_floor, second_peak_tolerance)
         self.min_confidence = min_confidence
 
-    def estimate(self, stack: FocalStack) -> DepthResult:
+    def _estimate(self, stack: FocalStack) -> DepthResult:
         timings_s: dict[str, float] = {}
         start_s = time.perf_counter()
         frames = torch.from_numpy(np.ascontiguousarray(stack.frames)).to(self.device)
-        luma = frames.float() @ torch.tensor(LUMA_WEIGHTS, device=self.device) / 255.0
-        focus = self.focus_measure(luma)
+        luma = luminance(frames.permute(0, 3, 1, 2).float() / 255.0)
+        focus = self.dff.focus_measure(luma)
         timings_s["focus_measure"] = time.perf_counter() - start_s
 
         start_s = time.perf_counter()
-        diopters = torch.as_tensor(
-            1.0 / np.asarray(stack.focus_distances_m, dtype=np.float64), device=self.device
-        ).float()
-        depth_m, confidence = self.peak_depth(focus, diopters)
+        distances_m = torch.as_tensor(np.asarray(stack.focus_distances_m, dtype=np.float64), device=self.device)
+        depth_m, confidence = self.dff.peak_depth(focus, (1.0 / distances_m).float())
         if self.min_confidence > 0:
             depth_m = torch.where(confidence >= self.min_confidence, depth_m, torch.nan)
         confidence = torch.where(torch.isnan(depth_m), 0.0, confidence)
@@ -99,73 +62,3 @@ class FocusMeasureBackend(DepthBackend):
         confidence_np = confidence.cpu().numpy().astype(np.float32)
         timings_s["peak_fit"] = time.perf_counter() - start_s
         return DepthResult(depth_m=depth_np, confidence=confidence_np, timings_s=timings_s)
-
-    def focus_measure(self, luma: torch.Tensor) -> torch.Tensor:
-        """(N, H, W) window-averaged sum-modified Laplacian of (N, H, W) luminance."""
-        padded = F.pad(luma[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
-        centre = padded[:, 1:-1, 1:-1]
-        modified_laplacian = (
-            2 * centre - padded[:, 1:-1, :-2] - padded[:, 1:-1, 2:]
-        ).abs() + (2 * centre - padded[:, :-2, 1:-1] - padded[:, 2:, 1:-1]).abs()
-        half = self.window_px // 2
-        if half == 0:
-            return modified_laplacian
-        padded = F.pad(modified_laplacian[:, None], (half,) * 4, mode="replicate")
-        return F.avg_pool2d(padded, self.window_px, stride=1)[:, 0]
-
-    def peak_depth(self, focus: torch.Tensor, diopters: torch.Tensor):
-        """Depth (m, NaN without an interior peak) and confidence from (N, H, W) focus curves."""
-        count = focus.shape[0]
-        peak = focus.argmax(dim=0)
-        peak_value = focus.gather(0, peak[None])[0]
-        if count < 3:
-            return torch.full_like(peak_value, torch.nan), torch.zeros_like(peak_value)
-        relative = focus / peak_value.clamp(min=1e-12)
-        rise = 1.0 - relative.mean(dim=0)
-        inner = peak.clamp(1, count - 2)
-        y0, y1, y2 = (
-            self._box_cox(relative.gather(0, (inner + k)[None])[0]) for k in (-1, 0, 1)
-        )
-        x0, x1, x2 = (diopters[inner + k] for k in (-1, 0, 1))
-        vertex = _parabola_vertex(x0, y0, x1, y1, x2, y2)
-        has_peak = (peak > 0) & (peak < count - 1) & (rise > 0)
-        depth_m = torch.where(has_peak, 1.0 / vertex, torch.nan)
-
-        # A single clean peak over N frames leaves the mean well below the peak;
-        # scale so that a rise of 0.5 or more counts as fully peaked.
-        peakedness = (rise / 0.5).clamp(0.0, 1.0)
-        unimodal = (1.0 - _second_peak(relative, peak) / self.second_peak_tolerance).clamp(0.0, 1.0)
-        signal = peak_value / (peak_value + self.noise_floor)
-        return depth_m, peakedness * unimodal * signal
-
-    def _box_cox(self, relative_focus: torch.Tensor) -> torch.Tensor:
-        values = relative_focus.clamp(min=1e-6)
-        if self.curve_exponent == 0:
-            return torch.log(values)
-        return (values**self.curve_exponent - 1.0) / self.curve_exponent
-
-
-def _second_peak(relative: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
-    """How far (relative to the main peak) a (N, H, W) curve rises again after falling from its peak.
-
-    Walking away from the peak, a single-peaked curve only falls; the largest
-    rise over the lowest value passed so far measures a second peak, as at depth
-    edges where the window sees two surfaces.
-    """
-    index = torch.arange(relative.shape[0], device=relative.device)[:, None, None]
-    beyond = torch.full_like(relative, torch.inf)
-    right = torch.where(index >= peak[None], relative, beyond).cummin(dim=0).values
-    left = torch.where(index <= peak[None], relative, beyond).flip(0).cummin(dim=0).values.flip(0)
-    lowest_so_far = torch.minimum(right, left)
-    return (relative - lowest_so_far).amax(dim=0)
-
-
-def _parabola_vertex(x0, y0, x1, y1, x2, y2) -> torch.Tensor:
-    """Abscissa of the parabola through three points, clamped to [min(x0, x2), max(x0, x2)]."""
-    d10, d12 = x1 - x0, x1 - x2
-    numerator = d10**2 * (y1 - y2) - d12**2 * (y1 - y0)
-    denominator = d10 * (y1 - y2) - d12 * (y1 - y0)
-    safe = denominator.abs() > 1e-12
-    vertex = x1 - 0.5 * numerator / torch.where(safe, denominator, torch.ones_like(denominator))
-    vertex = torch.where(safe, vertex, x1)
-    return torch.minimum(torch.maximum(vertex, torch.minimum(x0, x2)), torch.maximum(x0, x2))

@@ -1,6 +1,8 @@
 """The fusion step the node runs per stack: validate, register, estimate, mask.
 
-Kept ROS-free so the node, the demo and the benchmark run exactly the same code.
+The only place a stack is validated and registered on its way to depth:
+backends rely on it (and refuse unregistered stacks). Kept ROS-free so the
+node, the demo, the benchmark and the evaluation tool run exactly this code.
 """
 
 from __future__ import annotations
@@ -10,13 +12,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import DepthBackend
 from ..stack.focal_stack import FocalStack, FocalStackError
+from ..stack.registration import register_stack
+from .base import DepthBackend
+
+DEFAULT_CONFIDENCE_THRESHOLD = 0.5
+"""Depth below this confidence is published as NaN (weight-free backend on the simulated scene: AbsRel <= 5 % above it)."""
+DEFAULT_MIN_DEPTH_M = 0.1
+DEFAULT_MAX_DEPTH_M = 10.0
 
 
 @dataclass
 class FusedDepth:
-    """Published depth of one stack: NaN outside range, below confidence, or unregistered borders."""
+    """Published depth of one stack: NaN outside range, below confidence, or unregistered borders; confidence 0 there."""
 
     depth_m: np.ndarray
     confidence: np.ndarray
@@ -35,9 +43,9 @@ class DepthFusion:
     """Runs a DepthBackend on validated, registered stacks and applies the publishing masks."""
 
     backend: DepthBackend
-    min_depth_m: float = 0.1
-    max_depth_m: float = 10.0
-    confidence_threshold: float = 0.5
+    min_depth_m: float = DEFAULT_MIN_DEPTH_M
+    max_depth_m: float = DEFAULT_MAX_DEPTH_M
+    confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD
 
     def __post_init__(self) -> None:
         if not (0 < self.min_depth_m < self.max_depth_m):
@@ -51,8 +59,6 @@ class DepthFusion:
         stack.validate()
         timings: dict[str, float] = {}
         if not stack.registered:
-            from ..stack.registration import register_stack
-
             t0 = time.perf_counter()
             stack = register_stack(stack).stack
             timings["registration"] = time.perf_counter() - t0
@@ -71,7 +77,7 @@ class DepthFusion:
         if stack.valid_mask is not None:
             unknown |= ~stack.valid_mask
         depth[unknown] = np.nan
-        confidence = np.clip(confidence, 0.0, 1.0)
+        confidence = np.where(unknown, 0.0, np.clip(confidence, 0.0, 1.0)).astype(np.float32)
         timings["fusion_total"] = time.perf_counter() - started
         return FusedDepth(
             depth_m=depth,

@@ -1,17 +1,14 @@
 """The learned HybridDepth depth backend: official weights, the reference's preprocessing, per-stage timings.
 
-Preprocessing follows the reference's own inference path: frames resized to the
-working size (640x480 by default), registered to the reference frame when the
-stack is not registered yet, ordered by ascending focus distance, scaled to
-[0, 1]; only the DFF branch's stack is normalised with the ImageNet mean/std.
+Preprocessing follows the reference's own inference path. The stack arrives
+from DepthFusion validated (ascending focus) and registered to its reference
+frame; frames are resized to the working size (640x480 by default) and scaled
+to [0, 1]; only the DFF branch's stack is normalised with the ImageNet mean/std.
 The relative branch sees the reference frame, or an all-in-focus composite of
 the stack (`relative_input="all_in_focus"`).
 
 Confidence is derived from the DFF branch's per-pixel std of the focus
-distance: ``1 - std / (0.5 * (d_max - d_min))`` clipped to [0, 1], where
-d_min, d_max are the nearest and farthest focus distances. Half the sweep range
-is the largest std a distribution over the sweep can have, so a certain pixel
-scores 1 and a pixel torn between the two ends of the sweep scores 0.
+distance (core/models/metric_branch.py).
 """
 
 from __future__ import annotations
@@ -27,55 +24,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.alignment import ALIGNMENT_METHODS
+from ..models.depth_anything import ENCODERS, VERSIONS, DepthAnything
+from ..models.dfv import DFVNet
+from ..models.focus_measure import FocusMeasureDFF
+from ..models.hybriddepth import HybridDepthNet
+from ..models.metric_branch import confidence_from_std
+from ..models.weights import load_weights
 from ..stack.all_in_focus import all_in_focus
+from ..stack.focal_stack import FocalStack
 from .base import DepthBackend, DepthResult
 from .device import resolve_device, resolve_precision
-from ..stack.focal_stack import FocalStack, validate_focus_distances
-from .focus_measure import LUMA_WEIGHTS, FocusMeasureBackend
-from ..models.weights import load_hybriddepth_checkpoint
-from ..models.depth_anything import DepthAnything, load_depth_anything_weights
-from ..models.dfv import DFVNet, load_dfv_weights
-from ..models.hybriddepth import HybridDepthNet
-from ..stack.registration import register_stack
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RELATIVE_INPUTS = ("reference", "all_in_focus")
 METRIC_BRANCHES = ("dfv", "focus_measure")
-STAGES = ("relative", "dff", "alignment", "refinement")
-
-
-def confidence_from_std(dff_std_m: torch.Tensor, focus_distances_m: torch.Tensor) -> torch.Tensor:
-    """1 - std / (half the sweep range), clipped to [0, 1]; see the module docstring."""
-    half_range_m = 0.5 * (focus_distances_m.max() - focus_distances_m.min())
-    return (1.0 - dff_std_m / half_range_m).clamp(0.0, 1.0)
-
-
-class FocusMeasureBranch(nn.Module):
-    """The weight-free focus-measure DFF wrapped as a metric branch of HybridDepthNet.
-
-    forward(focal_stack (B,N,3,H,W) in [0,1] without normalisation, focus_distances_m (B,N))
-    -> (depth_m, std_m). Depth is NaN where the focus curve has no interior peak;
-    std is mapped from its confidence by the inverse of `confidence_from_std`
-    (half the sweep range where there is no depth), so the refiner sees the
-    same kind of signal as from DFV.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.focus_measure = FocusMeasureBackend(device="cpu")
-
-    def forward(self, focal_stack: torch.Tensor, focus_distances_m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        luma_weights = torch.tensor(LUMA_WEIGHTS, device=focal_stack.device, dtype=torch.float32)
-        depths, stds = [], []
-        for frames, distances in zip(focal_stack.float(), focus_distances_m.float()):
-            luma = torch.einsum("nchw,c->nhw", frames, luma_weights)
-            depth_m, confidence = self.focus_measure.peak_depth(self.focus_measure.focus_measure(luma), 1.0 / distances)
-            half_range_m = 0.5 * (distances.max() - distances.min())
-            confidence = torch.where(torch.isfinite(depth_m), confidence, torch.zeros_like(confidence))
-            depths.append(depth_m)
-            stds.append((1.0 - confidence) * half_range_m)
-        return torch.stack(depths)[:, None], torch.stack(stds)[:, None]
 
 
 class GlobalDepthOutput(nn.Module):
@@ -83,6 +46,14 @@ class GlobalDepthOutput(nn.Module):
 
     def forward(self, refiner_input: torch.Tensor, global_depth: torch.Tensor) -> torch.Tensor:
         return global_depth
+
+
+DEFAULT_WORKING_SIZE_PX = (480, 640)
+"""(height, width) the network runs at: the reference's 640x480."""
+
+
+class MissingWeightsError(ValueError):
+    """The configuration gives the network no weights to run with (no file is wrong: none was named)."""
 
 
 class HybridDepthBackend(DepthBackend):
@@ -102,6 +73,8 @@ class HybridDepthBackend(DepthBackend):
     working_size: (height, width) px the network runs at; depth is resized back to the stack.
     model: an already-loaded HybridDepthNet instead of checkpoint_path (tests, benchmarks);
         its modules are shared, and moved to `device`.
+    Every option is checked before any file is read: a value outside its set is
+    a ValueError; no weights at all a MissingWeightsError; an unusable file a WeightsError.
     """
 
     name = "hybriddepth"
@@ -114,7 +87,7 @@ class HybridDepthBackend(DepthBackend):
         relative_input: str = "reference",
         alignment: str = "least_squares",
         metric_branch: str = "dfv",
-        working_size: tuple[int, int] = (480, 640),
+        working_size: tuple[int, int] = DEFAULT_WORKING_SIZE_PX,
         model: HybridDepthNet | None = None,
         relative_weights_path: str | None = None,
         relative_encoder: str = "vits",
@@ -127,11 +100,22 @@ class HybridDepthBackend(DepthBackend):
             raise ValueError(f"alignment must be one of {ALIGNMENT_METHODS}, got '{alignment}'")
         if metric_branch not in METRIC_BRANCHES:
             raise ValueError(f"metric_branch must be one of {METRIC_BRANCHES}, got '{metric_branch}'")
+        if relative_encoder not in ENCODERS:
+            raise ValueError(f"relative_encoder must be one of {ENCODERS}, got '{relative_encoder}'")
+        if relative_version not in VERSIONS:
+            raise ValueError(f"relative_version must be one of {VERSIONS}, got {relative_version}")
         height_px, width_px = (int(v) for v in working_size)
         if height_px < 32 or width_px < 32:
             raise ValueError(f"working_size must be at least 32x32 px, got {working_size}")
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
+        has_metric_branch = bool(checkpoint_path or dfv_weights_path or model is not None) or metric_branch == "focus_measure"
+        if not (checkpoint_path or relative_weights_path or model is not None) or not has_metric_branch:
+            raise MissingWeightsError(
+                "the hybriddepth backend needs checkpoint_path (an official HybridDepth .ckpt), or "
+                "relative_weights_path plus dfv_weights_path or metric_branch 'focus_measure'; "
+                "it never runs with untrained weights"
+            )
         if self.device.type == "cuda":
             # Shapes stay fixed for a sweep configuration: cuDNN times its algorithms on the
             # first (cold) stack and reuses the fastest for every later one.
@@ -140,23 +124,16 @@ class HybridDepthBackend(DepthBackend):
         self.metric_branch = metric_branch
         self.working_size = (height_px, width_px)
         if model is None and checkpoint_path:
-            model = load_hybriddepth_checkpoint(HybridDepthNet(), checkpoint_path)
+            model = load_weights(HybridDepthNet(), checkpoint_path)
         relative_branch, dff_branch, refiner = (
             (model.depth_anything, model.DFF_model, model.ScaleMapLearner) if model is not None else (None, None, None)
         )
         if relative_weights_path:
-            relative_branch = DepthAnything(relative_encoder, version=relative_version)
-            load_depth_anything_weights(relative_branch, relative_weights_path)
+            relative_branch = load_weights(DepthAnything(relative_encoder, version=relative_version), relative_weights_path)
         if dfv_weights_path:
-            dff_branch = load_dfv_weights(DFVNet(), dfv_weights_path)
+            dff_branch = load_weights(DFVNet(), dfv_weights_path)
         if metric_branch == "focus_measure":
-            dff_branch = FocusMeasureBranch()
-        if relative_branch is None or dff_branch is None:
-            raise ValueError(
-                "the hybriddepth backend needs checkpoint_path (an official HybridDepth .ckpt), or "
-                "relative_weights_path plus dfv_weights_path or metric_branch 'focus_measure'; "
-                "it never runs with untrained weights"
-            )
+            dff_branch = FocusMeasureDFF()
         # A new wrapper around the loaded modules: the caller's model keeps its own settings.
         self.model = HybridDepthNet(
             relative_branch=relative_branch,
@@ -170,66 +147,56 @@ class HybridDepthBackend(DepthBackend):
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 1, 3, 1, 1)
 
-    def estimate(self, stack: FocalStack) -> DepthResult:
-        # Any order is accepted (frames are sorted below), but not duplicated, non-finite or <= 0 m distances.
-        validate_focus_distances(np.sort(np.asarray(stack.focus_distances_m, dtype=np.float64)), len(stack.frames))
+    def _estimate(self, stack: FocalStack) -> DepthResult:
         timings_s: dict[str, float] = {}
         clock = _StageClock(self.device, timings_s)
         with clock("preprocess"):
-            working = self._working_stack(stack)
-        if not working.registered:
-            with clock("registration"):
-                working = register_stack(working).stack
-        with clock("preprocess"):
-            relative_rgb = all_in_focus(working) if self.relative_input == "all_in_focus" else working.reference_frame
-            frames = torch.from_numpy(np.ascontiguousarray(working.frames)).to(self.device)
-            stack_01 = frames.permute(0, 3, 1, 2).unsqueeze(0).float() / 255.0
-            aif = torch.from_numpy(np.ascontiguousarray(relative_rgb)).to(self.device)
-            aif = aif.permute(2, 0, 1).unsqueeze(0).float() / 255.0
-            dff_input = (stack_01 - self._mean) / self._std if self.metric_branch == "dfv" else stack_01
-            distances = torch.as_tensor(working.focus_distances_m, dtype=torch.float32, device=self.device)[None]
-            valid = None
-            if working.valid_mask is not None:
-                valid = torch.from_numpy(working.valid_mask).to(self.device)[None, None]
-
-        model = self.model
-        autocast = (
-            torch.autocast(self.device.type, dtype=self.dtype)
-            if self.dtype != torch.float32
-            else contextlib.nullcontext()
-        )
-        with torch.inference_mode(), autocast:
-            with clock("relative"):
-                relative = model.relative_depth(aif)
-            with clock("dff"):
-                dff_depth, dff_std = model.dff_depth(dff_input, distances)
-            with clock("alignment"):
-                global_depth = model.global_depth(relative.float(), dff_depth.float(), dff_std.float(), valid)
-            with clock("refinement"):
-                _, metric = model.refine(global_depth, dff_depth.float(), dff_std.float())
-
+            working = self.working_stack(stack)
+            inputs = self.network_inputs(working)
+        with torch.inference_mode(), self.autocast():
+            output = self.model(*inputs, stage=clock)
         with clock("postprocess"):
-            depth_m, confidence = self._to_stack_resolution(stack, working, metric, dff_std.float(), distances)
+            depth_m, confidence = self._to_stack_resolution(
+                stack, working, output.metric_depth, output.dff_std, inputs[2]
+            )
         return DepthResult(depth_m=depth_m, confidence=confidence, timings_s=timings_s)
 
-    def _working_stack(self, stack: FocalStack) -> FocalStack:
-        """The stack at the working size, frames in ascending focus order."""
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast to the configured half precision on the backend's device; nothing for fp32."""
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def working_stack(self, stack: FocalStack) -> FocalStack:
+        """The (validated, registered) stack resized to the working size."""
         height_px, width_px = self.working_size
-        order = np.argsort(np.asarray(stack.focus_distances_m, dtype=np.float64), kind="stable")
         shrinking = width_px * height_px < stack.width * stack.height
         interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-        frames = np.stack([cv2.resize(stack.frames[i], (width_px, height_px), interpolation=interpolation) for i in order])
+        frames = np.stack([cv2.resize(frame, (width_px, height_px), interpolation=interpolation) for frame in stack.frames])
         mask = None
         if stack.valid_mask is not None:
             mask = cv2.resize(stack.valid_mask.astype(np.uint8), (width_px, height_px), interpolation=cv2.INTER_NEAREST) > 0
         return dataclasses.replace(
-            stack,
-            frames=frames,
-            focus_distances_m=np.asarray(stack.focus_distances_m, dtype=np.float64)[order],
-            intrinsics=stack.intrinsics.scaled(width_px, height_px),
-            reference_index=int(np.flatnonzero(order == stack.reference_index)[0]),
-            valid_mask=mask,
+            stack, frames=frames, intrinsics=stack.intrinsics.scaled(width_px, height_px), valid_mask=mask
         )
+
+    def network_inputs(self, working: FocalStack) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """HybridDepthNet's forward arguments (aif, focal stack, distances, valid mask) on the device.
+
+        The reference's preprocessing: [0, 1] RGB; only the DFF branch's stack is
+        normalised with the ImageNet mean/std (DFV's training input).
+        """
+        relative_rgb = all_in_focus(working) if self.relative_input == "all_in_focus" else working.reference_frame
+        frames = torch.from_numpy(np.ascontiguousarray(working.frames)).to(self.device)
+        stack_01 = frames.permute(0, 3, 1, 2).unsqueeze(0).float() / 255.0
+        aif = torch.from_numpy(np.ascontiguousarray(relative_rgb)).to(self.device)
+        aif = aif.permute(2, 0, 1).unsqueeze(0).float() / 255.0
+        dff_input = (stack_01 - self._mean) / self._std if self.metric_branch == "dfv" else stack_01
+        distances = torch.as_tensor(working.focus_distances_m, dtype=torch.float32, device=self.device)[None]
+        valid = None
+        if working.valid_mask is not None:
+            valid = torch.from_numpy(working.valid_mask).to(self.device)[None, None]
+        return aif, dff_input, distances, valid
 
     @staticmethod
     def _to_stack_resolution(

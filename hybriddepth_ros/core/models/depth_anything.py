@@ -8,8 +8,6 @@ Depth Anything files and the HybridDepth checkpoint both load strictly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +32,9 @@ DPT_SIZES = {
     "vitl": DPTSize(features=256, out_channels=(256, 512, 1024, 1024)),
 }
 
+ENCODERS = tuple(DPT_SIZES)
+VERSIONS = (1, 2)
+
 # V1 feeds the head the last four blocks; V2 spreads the taps over the depth of the encoder.
 V2_BLOCK_INDICES = {"vits": (2, 5, 8, 11), "vitb": (2, 5, 8, 11), "vitl": (4, 11, 17, 23)}
 
@@ -44,7 +45,7 @@ def block_indices(encoder: str, version: int, depth: int) -> tuple[int, ...]:
         return tuple(range(depth - 4, depth))
     if version == 2:
         return V2_BLOCK_INDICES[encoder]
-    raise ValueError(f"Depth Anything version must be 1 or 2, got {version}")
+    raise ValueError(f"Depth Anything version must be one of {VERSIONS}, got {version}")
 
 
 def conv3x3(in_channels: int, out_channels: int, bias: bool = True) -> nn.Conv2d:
@@ -168,57 +169,3 @@ def predict_relative_depth(model: DepthAnything, rgb: torch.Tensor) -> torch.Ten
     square = F.interpolate(rgb, size=(INPUT_SIZE_PX, INPUT_SIZE_PX), mode="bicubic", align_corners=True)
     relative = model(square).unsqueeze(1)
     return F.interpolate(relative, size=(height_px, width_px), mode="bicubic", align_corners=True)
-
-
-HYBRIDDEPTH_BRANCH_PREFIX = "model.depth_anything."
-CHECKPOINT_NESTING_KEYS = ("state_dict", "model")
-
-
-def _state_dict_of(loaded: object, path: Path) -> Mapping[str, torch.Tensor]:
-    """The tensor mapping inside a loaded file: the file itself or one nested under 'state_dict'/'model'."""
-    for key in CHECKPOINT_NESTING_KEYS:
-        if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
-            loaded = loaded[key]
-    if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise ValueError(f"{path}: not a state_dict of tensors")
-    return loaded
-
-
-def _branch_weights(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Keys as DepthAnything names them: without a DataParallel 'module.' prefix, and for a full
-    HybridDepth checkpoint only its Depth Anything branch, without the branch prefix."""
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    if any(k.startswith(HYBRIDDEPTH_BRANCH_PREFIX) for k in state):
-        return {k[len(HYBRIDDEPTH_BRANCH_PREFIX) :]: v for k, v in state.items() if k.startswith(HYBRIDDEPTH_BRANCH_PREFIX)}
-    return state
-
-
-def _key_list(keys: list[str], shown: int = 10) -> str:
-    """At most `shown` keys and the total, so a wrong file gives a readable message."""
-    if not keys:
-        return "none"
-    more = f", ... ({len(keys)} in all)" if len(keys) > shown else ""
-    return ", ".join(keys[:shown]) + more
-
-
-def load_depth_anything_weights(model: DepthAnything, path: str | Path) -> None:
-    """Load a Depth Anything V1/V2 weight file (or a HybridDepth checkpoint's branch) strictly into `model`.
-
-    Raises ValueError naming the file and the missing/unexpected keys or mismatched shapes.
-    """
-    path = Path(path)
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for truncated or foreign files
-        raise ValueError(f"{path}: cannot read weights ({error})") from error
-    state = _branch_weights(_state_dict_of(loaded, path))
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            f"{path}: not DepthAnything weights for this configuration; missing keys: {_key_list(missing)}; "
-            f"unexpected keys: {_key_list(unexpected)}; shape mismatches: {_key_list(mismatched)}"
-        )
-    model.load_state_dict(state, strict=True)

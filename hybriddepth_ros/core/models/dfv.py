@@ -19,8 +19,6 @@ bottom and right) and crops the outputs back, so any H, W >= 1 is accepted.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,7 +32,6 @@ MIN_SIZE_PX = 64
 MIN_FRAMES = 2
 LEAKY_SLOPE = 0.1
 POOL_LEVELS = 4
-CHECKPOINT_PARALLEL_PREFIX = "module."
 
 
 def pool_grid_counts(sizes: tuple[int, ...]) -> list[int]:
@@ -305,31 +302,3 @@ class DFVNet(nn.Module):
         )
         depth_m, std_m = expected_focus_distance(F.softmax(focus_scores, dim=1), focus_distances_m.float())
         return depth_m[..., :height, :width], std_m[..., :height, :width]
-
-
-def load_dfv_weights(model: DFVNet, path: str | Path) -> DFVNet:
-    """Load a stand-alone DFV checkpoint into `model`, strictly.
-
-    Accepts a bare state_dict or a dict holding one under 'state_dict'; a
-    leading 'module.' (from DataParallel training) is removed from each key.
-    Missing or unexpected keys raise ValueError naming the file.
-    """
-    path = Path(path)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a DFV checkpoint (expected a state_dict)")
-    state = OrderedDict(
-        (key[len(CHECKPOINT_PARALLEL_PREFIX):] if key.startswith(CHECKPOINT_PARALLEL_PREFIX) else key, value)
-        for key, value in state.items()
-    )
-    expected = set(model.state_dict())
-    missing = sorted(expected - set(state))
-    unexpected = sorted(set(state) - expected)
-    if missing or unexpected:
-        raise ValueError(
-            f"{path}: DFV checkpoint does not match the network: "
-            f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}"
-        )
-    model.load_state_dict(state, strict=True)
-    return model

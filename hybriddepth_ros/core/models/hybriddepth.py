@@ -10,14 +10,18 @@ Stages run in the reference's order:
 4. scale map = DFF depth / aligned depth (non-finite -> 1); the refiner sees
    [aligned depth, scale map, DFF std] and outputs metric depth.
 
-Each stage is its own method so callers (the depth backend, the benchmark) can
-time them. Attribute names make `state_dict()` equal the official checkpoint's
-keys with the leading `model.` removed.
+`forward` is the package's only writing of this sequence: callers that time or
+measure the stages (the depth backend, the benchmark) pass a `stage` hook,
+entered around each stage by name. Attribute names make `state_dict()` equal
+the official checkpoint's keys with the leading `model.` removed.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ContextManager
 
 import torch
 from torch import nn
@@ -26,6 +30,10 @@ from .alignment import ALIGNMENT_METHODS, align
 from .depth_anything import DepthAnything, predict_relative_depth
 from .dfv import DFVNet
 from .scale_map_learner import ScaleMapLearner
+
+STAGES = ("relative", "dff", "alignment", "refinement")
+StageHook = Callable[[str], ContextManager]
+"""Called with a stage's name; the context manager it returns is entered around that stage."""
 
 
 @dataclass
@@ -80,8 +88,9 @@ class HybridDepthNet(nn.Module):
         return torch.where(relative == float("inf"), torch.zeros_like(relative), relative)
 
     def dff_depth(self, focal_stack: torch.Tensor, focus_distances_m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Metric depth from focus and its per-pixel std, each (B,1,H,W) in metres (float32 from DFV)."""
-        return self.DFF_model(focal_stack, focus_distances_m)
+        """Metric depth from focus and its per-pixel std, each (B,1,H,W) float32 in metres."""
+        depth_m, std_m = self.DFF_model(focal_stack, focus_distances_m)
+        return depth_m.float(), std_m.float()
 
     def global_depth(
         self,
@@ -108,13 +117,24 @@ class HybridDepthNet(nn.Module):
         focal_stack: torch.Tensor,
         focus_distances_m: torch.Tensor,
         valid_mask: torch.Tensor | None = None,
+        stage: StageHook | None = None,
     ) -> HybridDepthOutput:
         """aif (B,3,H,W) in [0,1]; focal_stack (B,N,3,H,W) as the DFF branch expects; distances (B,N) ascending.
 
         `valid_mask` (B,1,H,W) bool limits the global fit to pixels every frame covers.
+        `stage(name)` is entered around each of STAGES (timing, FLOP counting).
         """
-        relative = self.relative_depth(aif)
-        dff_depth, dff_std = self.dff_depth(focal_stack, focus_distances_m)
-        global_depth = self.global_depth(relative, dff_depth, dff_std, valid_mask)
-        scale_map, metric_depth = self.refine(global_depth, dff_depth, dff_std)
+        stage = stage or _no_hook
+        with stage("relative"):
+            relative = self.relative_depth(aif)
+        with stage("dff"):
+            dff_depth, dff_std = self.dff_depth(focal_stack, focus_distances_m)
+        with stage("alignment"):
+            global_depth = self.global_depth(relative, dff_depth, dff_std, valid_mask)
+        with stage("refinement"):
+            scale_map, metric_depth = self.refine(global_depth, dff_depth, dff_std)
         return HybridDepthOutput(relative, dff_depth, dff_std, global_depth, scale_map, metric_depth)
+
+
+def _no_hook(name: str) -> ContextManager:
+    return contextlib.nullcontext()

@@ -1,95 +1,161 @@
-"""Loading official HybridDepth weights (Lightning .ckpt or plain state_dict) into HybridDepthNet.
+"""The one loader of every weight file: official HybridDepth checkpoints, Depth Anything V1/V2, DFV.
 
-Files are read with `torch.load(weights_only=True)`: tensors and plain
-containers only, never arbitrary pickled objects, so a checkpoint from the
-internet cannot run code. Loading is strict; every way a file can fail gives
-a `CheckpointError` that names the file and says what is wrong.
+`load_weights(module, path)` reads `path` with `torch.load(weights_only=True)`
+(tensors and plain containers only: a file from the internet cannot run code)
+and loads it strictly. Every way a file can fail raises `WeightsError`, whose
+message starts with the file's path and says what is wrong: missing, a
+directory, a symbolic-link loop, empty, truncated or not a torch file, pickled
+objects, no state_dict, entries that are not tensors, missing or unexpected
+keys, shapes or dtypes other than the network's, or non-finite values.
+
+Layouts accepted, so the files users download load as they are:
+- the tensors at the top level, or under 'state_dict' (Lightning, DFV's
+  release) or 'model' (some Depth Anything exports);
+- every key prefixed 'module.' (saved from DataParallel);
+- an official HybridDepth checkpoint (keys 'model.<branch>.…') for the whole
+  network, or for one branch: `load_weights(DFVNet(), "NYUBest5.ckpt")` takes
+  the 'model.DFF_model.' part.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .depth_anything import DepthAnything
+from .dfv import DFVNet
+from .scale_map_learner import ScaleMapLearner
+
 LIGHTNING_MODEL_PREFIX = "model."
-_LISTED_KEYS = 8
+DATA_PARALLEL_PREFIX = "module."
+NESTING_KEYS = ("state_dict", "model")
+BRANCH_PREFIXES: dict[type[nn.Module], str] = {
+    DepthAnything: "model.depth_anything.",
+    DFVNet: "model.DFF_model.",
+    ScaleMapLearner: "model.ScaleMapLearner.",
+}
+"""Where each branch's tensors sit in an official HybridDepth checkpoint."""
+_LISTED = 8
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be loaded into the network; the message names the file."""
+class WeightsError(ValueError):
+    """A weight file that cannot be loaded into the network; the message starts with the file's path."""
 
 
-def _read(path: Path) -> object:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+def load_weights(module: nn.Module, path: str | Path) -> nn.Module:
+    """Load the weight file `path` into `module` strictly and return the module."""
+    path = Path(path)
+    state = _for_module(module, read_state_dict(path))
+    check_compatible(module, state, path)
+    module.load_state_dict(state, strict=True)
+    return module
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weight file, keys as saved (less a DataParallel prefix): the package's only torch.load."""
+    path = Path(path)
+    _check_readable_file(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... depending on the damage
         if "weights only load failed" in str(exc).lower():
-            raise CheckpointError(
+            raise WeightsError(
                 f"{path}: refused: the file holds pickled objects other than tensors and plain containers, "
                 "which weights_only loading does not execute. If the file is trusted, re-save just its "
                 "'state_dict' with torch.save and load that."
-            ) from exc
-        raise CheckpointError(
-            f"{path}: not a readable torch checkpoint (truncated download or another file type): {exc}"
-        ) from exc
-
-
-def extract_state_dict(loaded: object, path: Path) -> dict[str, torch.Tensor]:
-    """The model's tensors from a Lightning checkpoint or a bare state_dict, without the `model.` prefix."""
-    if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
-        state = loaded["state_dict"]
-    elif isinstance(loaded, Mapping) and loaded and all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        state = loaded
-    else:
-        top = list(loaded)[:_LISTED_KEYS] if isinstance(loaded, Mapping) else type(loaded).__name__
-        raise CheckpointError(f"{path}: no state_dict in the file (found {top})")
-    not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+            ) from None
+        raise WeightsError(
+            f"{path}: not a readable torch file (truncated download or another file type): "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    for key in NESTING_KEYS:
+        if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
+            loaded = loaded[key]
+    if not isinstance(loaded, Mapping) or not loaded or not any(isinstance(v, torch.Tensor) for v in loaded.values()):
+        found = _listed([str(k) for k in loaded]) if isinstance(loaded, Mapping) else type(loaded).__name__
+        raise WeightsError(f"{path}: no state_dict in the file (found [{found}])")
+    not_tensors = [str(k) for k, v in loaded.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
-        raise CheckpointError(f"{path}: state_dict entries that are not tensors: {not_tensors[:_LISTED_KEYS]}")
-    if all(str(k).startswith(LIGHTNING_MODEL_PREFIX) for k in state):
-        return {k[len(LIGHTNING_MODEL_PREFIX):]: v for k, v in state.items()}
-    return dict(state)
+        raise WeightsError(f"{path}: state_dict entries that are not tensors: [{_listed(not_tensors)}]")
+    state = {str(k): v for k, v in loaded.items()}
+    if all(k.startswith(DATA_PARALLEL_PREFIX) for k in state):
+        state = {k[len(DATA_PARALLEL_PREFIX):]: v for k, v in state.items()}
+    return state
 
 
-def _listed(items: list[str]) -> str:
-    more = f" ... (+{len(items) - _LISTED_KEYS} more)" if len(items) > _LISTED_KEYS else ""
-    return ", ".join(items[:_LISTED_KEYS]) + more
-
-
-def check_compatible(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
-    """Raise CheckpointError listing missing keys, unexpected keys and shape mismatches."""
-    expected = model.state_dict()
+def check_compatible(module: nn.Module, state: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """Raise WeightsError listing missing and unexpected keys, shape and dtype mismatches, non-finite tensors."""
+    expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    mismatched = [
+    common = sorted(set(state) & set(expected))
+    shapes = [
         f"{k}: file {tuple(state[k].shape)} vs network {tuple(expected[k].shape)}"
-        for k in sorted(set(state) & set(expected))
+        for k in common
         if state[k].shape != expected[k].shape
+    ]
+    dtypes = [
+        f"{k}: file {_dtype_name(state[k])} vs network {_dtype_name(expected[k])}"
+        for k in common
+        if state[k].dtype != expected[k].dtype
     ]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing keys [{_listed(missing)}]")
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected keys [{_listed(unexpected)}]")
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatches [{_listed(mismatched)}]")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatches [{_listed(shapes)}]")
+    if dtypes:
+        problems.append(
+            f"{len(dtypes)} dtype mismatches [{_listed(dtypes)}] (convert a trusted file with "
+            "{k: v.float() for k, v in state.items()} for floating tensors)"
+        )
     if problems:
-        raise CheckpointError(f"{path}: checkpoint does not match {type(model).__name__}: " + "; ".join(problems))
+        raise WeightsError(f"{path}: does not match {type(module).__name__}: " + "; ".join(problems))
+    non_finite = [k for k in common if state[k].is_floating_point() and not torch.isfinite(state[k]).all()]
+    if non_finite:
+        raise WeightsError(f"{path}: {len(non_finite)} tensors hold NaN or infinite values [{_listed(non_finite)}]")
 
 
-def load_hybriddepth_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load `path` into `model` strictly and return the model.
+def _check_readable_file(path: Path) -> None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: no such file") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise WeightsError(f"{path}: symbolic link loop") from None
+        raise WeightsError(f"{path}: cannot be read: {exc.strerror}") from None
+    if path.is_dir():
+        raise WeightsError(f"{path}: is a directory, not a weight file")
+    if not path.is_file():
+        raise WeightsError(f"{path}: not a regular file")
+    if stat.st_size == 0:
+        raise WeightsError(f"{path}: empty file (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise WeightsError(f"{path}: no permission to read it")
 
-    Accepts an official Lightning .ckpt (`state_dict` with keys `model.…`), or a
-    plain state_dict with or without the `model.` prefix.
-    """
-    path = Path(path)
-    state = extract_state_dict(_read(path), path)
-    check_compatible(model, state, path)
-    model.load_state_dict(state, strict=True)
-    return model
+
+def _for_module(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The file's keys as `module` names them: a whole checkpoint without 'model.', or the module's own branch."""
+    branch_prefix = next((p for cls, p in BRANCH_PREFIXES.items() if isinstance(module, cls)), None)
+    if branch_prefix is not None and any(k.startswith(branch_prefix) for k in state):
+        return {k[len(branch_prefix):]: v for k, v in state.items() if k.startswith(branch_prefix)}
+    if all(k.startswith(LIGHTNING_MODEL_PREFIX) for k in state):
+        return {k[len(LIGHTNING_MODEL_PREFIX):]: v for k, v in state.items()}
+    return state
+
+
+def _dtype_name(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
+
+
+def _listed(items: list[str]) -> str:
+    more = f" ... (+{len(items) - _LISTED} more)" if len(items) > _LISTED else ""
+    return ", ".join(items[:_LISTED]) + more

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from hybriddepth_ros.core.models import alignment
-from hybriddepth_ros.core.depth.hybriddepth import FocusMeasureBranch, confidence_from_std
+from hybriddepth_ros.core.models.focus_measure import FocusMeasureDFF
+from hybriddepth_ros.core.models.metric_branch import confidence_from_std
 from hybriddepth_ros.core.models.hybriddepth import HybridDepthNet
 
 HEIGHT, WIDTH, FRAMES = 96, 128, 5
@@ -27,7 +28,7 @@ def test_meta_device_catches_a_tensor_made_on_the_cpu():
 def test_every_stage_stays_on_the_input_device(monkeypatch, metric_branch, method):
     # The one host read of the forward (refusing a sample with no usable pixel) has no meaning on meta.
     monkeypatch.setattr(alignment, "_require_support", lambda weights: None)
-    branch = FocusMeasureBranch() if metric_branch == "focus_measure" else None
+    branch = FocusMeasureDFF() if metric_branch == "focus_measure" else None
     net = HybridDepthNet(metric_branch=branch, alignment=method).to("meta").eval()
     device = torch.device("meta")
     aif = torch.rand(1, 3, HEIGHT, WIDTH, device=device)

@@ -9,7 +9,8 @@ from hybriddepth_ros.core.depth.registry import create_depth_backend
 from hybriddepth_ros.core.stack.camera import CameraIntrinsics
 from hybriddepth_ros.core.capture.simulated import DEFAULT_SIMULATED_LENS, SimulatedCapture
 from hybriddepth_ros.core.stack.focal_stack import FocalStack, diopter_sweep
-from hybriddepth_ros.core.depth.focus_measure import DEFAULT_CONFIDENCE_THRESHOLD, FocusMeasureBackend
+from hybriddepth_ros.core.depth.focus_measure import FocusMeasureBackend
+from hybriddepth_ros.core.depth.fusion import DEFAULT_CONFIDENCE_THRESHOLD
 from hybriddepth_ros.core.eval.metrics import depth_metrics
 from hybriddepth_ros.core.sim.scene import make_scene
 from hybriddepth_ros.core.sim.thin_lens import render_focal_stack

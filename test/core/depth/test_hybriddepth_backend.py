@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-import hybriddepth_ros.core.depth.hybriddepth as backend_module
 from support.golden_fill import filled_state_dict
 from support.stacks import DISTANCES_M, WORKING, textured_stack
 from hybriddepth_ros.core.depth.registry import create_depth_backend
@@ -15,12 +14,11 @@ from hybriddepth_ros.core.stack.focal_stack import FocalStackError
 from hybriddepth_ros.core.depth.hybriddepth import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    STAGES,
     HybridDepthBackend,
-    confidence_from_std,
 )
-from hybriddepth_ros.core.models.weights import CheckpointError
-from hybriddepth_ros.core.models.hybriddepth import HybridDepthNet
+from hybriddepth_ros.core.models.metric_branch import confidence_from_std
+from hybriddepth_ros.core.models.weights import WeightsError
+from hybriddepth_ros.core.models.hybriddepth import STAGES, HybridDepthNet
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +44,7 @@ def test_refuses_to_run_without_weights():
 
 
 def test_unreadable_checkpoint_is_a_value_error(tmp_path):
-    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+    with pytest.raises(WeightsError, match="no such file"):
         HybridDepthBackend(device="cpu", checkpoint_path=str(tmp_path / "missing.ckpt"))
 
 
@@ -80,33 +78,19 @@ def test_confidence_mapping_known_values():
     assert confidence_from_std(std, distances).tolist() == [1.0, 0.5, 0.0, 0.0]
 
 
-def test_frames_are_put_in_ascending_focus_order_and_valid_mask_applied(backend, reference_result):
-    stack, ordered = reference_result
+def test_valid_mask_gives_nan_depth_and_zero_confidence(backend, reference_result):
+    stack, unmasked = reference_result
     mask = np.ones(WORKING, dtype=bool)
     mask[:10, :20] = False
-    shuffled = [2, 0, 3, 1]
-    unordered = dataclasses.replace(
-        stack,
-        frames=stack.frames[shuffled],
-        focus_distances_m=DISTANCES_M[shuffled],
-        reference_index=1,
-        valid_mask=mask,
-    )
-    result = backend.estimate(unordered)
+    result = backend.estimate(dataclasses.replace(stack, valid_mask=mask))
     assert np.all(np.isnan(result.depth_m[:10, :20])) and np.all(result.confidence[:10, :20] == 0)
     # Alignment now ignores the masked pixels, so values differ slightly but stay close.
-    np.testing.assert_allclose(result.depth_m[mask], ordered.depth_m[mask], rtol=0.05)
+    np.testing.assert_allclose(result.depth_m[mask], unmasked.depth_m[mask], rtol=0.05)
 
 
-@pytest.mark.parametrize(
-    "distances_m, problem",
-    [([0.4, 0.7, 0.7, 2.0], "duplicated"), ([0.4, np.nan, 1.2, 2.0], "finite"), ([0.4, 0.7, 0.0, 2.0], "> 0 m"),
-     ([0.4, 0.7, 1.2], "3 focus distances for 4 frames")],
-)
-def test_unusable_focus_distances_are_refused_not_fused(backend, distances_m, problem):
-    stack = dataclasses.replace(textured_stack(*WORKING), focus_distances_m=np.array(distances_m))
-    with pytest.raises(FocalStackError, match=problem):
-        backend.estimate(stack)
+def test_an_unregistered_stack_is_refused_not_registered_again(backend):
+    with pytest.raises(FocalStackError, match="needs a registered stack: run it through DepthFusion"):
+        backend.estimate(textured_stack(*WORKING, registered=False))
 
 
 def test_resized_all_in_focus_weighted_run(backend):
@@ -119,26 +103,6 @@ def test_resized_all_in_focus_weighted_run(backend):
     assert result.depth_m.shape == (120, 160) and result.confidence.shape == (120, 160)
     assert np.all(np.isfinite(result.depth_m)) and np.all(result.depth_m >= 0.02)
     assert 0.0 <= result.confidence.min() and result.confidence.max() <= 1.0
-
-
-def test_unregistered_stack_goes_through_registration(backend, monkeypatch):
-    calls = []
-
-    class Registered:
-        def __init__(self, stack):
-            mask = np.ones((stack.height, stack.width), dtype=bool)
-            mask[-8:, :] = False
-            self.stack = dataclasses.replace(stack, registered=True, valid_mask=mask)
-
-    def fake_register(stack):
-        calls.append(stack.frames.shape)
-        return Registered(stack)
-
-    monkeypatch.setattr(backend_module, "register_stack", fake_register)
-    result = backend.estimate(textured_stack(192, 256, registered=False))
-    assert calls == [(4, *WORKING, 3)], "registration runs once, at the working size"
-    assert np.all(np.isnan(result.depth_m[-16:])) and np.all(np.isfinite(result.depth_m[:-16]))
-    assert "registration" in result.timings_s
 
 
 def test_weight_free_metric_branch(backend):

@@ -12,10 +12,10 @@ import torch
 from support.golden_fill import GOLDEN_PATH, MANIFEST_PATH, filled_state_dict, rel_err
 from hybriddepth_ros.core.models.depth_anything import (
     DepthAnything,
-    load_depth_anything_weights,
     predict_relative_depth,
 )
 from hybriddepth_ros.core.models.vit import DinoViT
+from hybriddepth_ros.core.models.weights import load_weights
 
 BRANCH_PREFIX = "model.depth_anything."
 GOLDEN_TOLERANCE = 1e-4
@@ -154,7 +154,7 @@ def test_loader_reads_plain_nested_and_prefixed_files(tmp_path, small_weights):
     plain = tmp_path / "depth_anything_vits14.pth"
     torch.save(small_weights, plain)
     model = DepthAnything("vits")
-    load_depth_anything_weights(model, plain)
+    load_weights(model, plain)
     assert torch.equal(model.depth_head.scratch.output_conv1.weight, small_weights["depth_head.scratch.output_conv1.weight"])
 
     nested = tmp_path / "lightning.ckpt"
@@ -162,12 +162,12 @@ def test_loader_reads_plain_nested_and_prefixed_files(tmp_path, small_weights):
     hybrid["model.DFF_model.conv.weight"] = torch.zeros(1)  # another branch of a full checkpoint
     torch.save({"state_dict": hybrid, "epoch": 3}, nested)
     model = DepthAnything("vits", version=2)
-    load_depth_anything_weights(model, nested)
+    load_weights(model, nested)
     assert torch.equal(model.pretrained.pos_embed, small_weights["pretrained.pos_embed"])
 
     wrapped = tmp_path / "data_parallel.pth"
     torch.save({"model": {"module." + k: v for k, v in small_weights.items()}}, wrapped)
-    load_depth_anything_weights(DepthAnything("vits"), wrapped)
+    load_weights(DepthAnything("vits"), wrapped)
 
 
 def test_loader_rejects_truncated_file(tmp_path, small_weights):
@@ -176,23 +176,23 @@ def test_loader_rejects_truncated_file(tmp_path, small_weights):
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(ValueError, match="truncated.pth"):
-        load_depth_anything_weights(DepthAnything("vits"), truncated)
+        load_weights(DepthAnything("vits"), truncated)
 
 
 def test_loader_names_missing_and_unexpected_keys(tmp_path, small_weights):
     missing = tmp_path / "missing.pth"
     torch.save({k: v for k, v in small_weights.items() if k != "pretrained.norm.bias"}, missing)
-    with pytest.raises(ValueError, match=r"missing.pth.*missing keys: pretrained\.norm\.bias;"):
-        load_depth_anything_weights(DepthAnything("vits"), missing)
+    with pytest.raises(ValueError, match=r"missing.pth.*1 missing keys \[pretrained\.norm\.bias\]"):
+        load_weights(DepthAnything("vits"), missing)
 
     extra = tmp_path / "extra.pth"
     torch.save({**small_weights, "depth_head.readout.weight": torch.zeros(2)}, extra)
-    with pytest.raises(ValueError, match=r"extra.pth.*unexpected keys: depth_head\.readout\.weight;"):
-        load_depth_anything_weights(DepthAnything("vits"), extra)
+    with pytest.raises(ValueError, match=r"extra.pth.*1 unexpected keys \[depth_head\.readout\.weight\]"):
+        load_weights(DepthAnything("vits"), extra)
 
 
 def test_loader_rejects_other_encoder_size(tmp_path, small_weights):
     path = tmp_path / "vits.pth"
     torch.save(small_weights, path)
-    with pytest.raises(ValueError, match="shape mismatches: depth_head"):
-        load_depth_anything_weights(DepthAnything("vitb"), path)
+    with pytest.raises(ValueError, match=r"shape mismatches \[depth_head"):
+        load_weights(DepthAnything("vitb"), path)

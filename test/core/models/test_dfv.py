@@ -16,11 +16,11 @@ from hybriddepth_ros.core.models.dfv import (
     DFVNet,
     differential_volume,
     expected_focus_distance,
-    load_dfv_weights,
     padded_size,
     pool_grid_counts,
 )
 from hybriddepth_ros.core.models.resnet_encoder import ResNet18Encoder
+from hybriddepth_ros.core.models.weights import load_weights
 
 PREFIX = "model.DFF_model."
 GOLDEN_TOLERANCE = 1e-4
@@ -168,13 +168,13 @@ def test_load_dfv_weights_strips_module_prefix(tmp_path):
     source = DFVNet()
     path = tmp_path / "dfv_release.tar"
     torch.save({"epoch": 7, "state_dict": {"module." + k: v for k, v in source.state_dict().items()}}, path)
-    target = load_dfv_weights(DFVNet(), path)
+    target = load_weights(DFVNet(), path)
     for key, tensor in source.state_dict().items():
         assert torch.equal(target.state_dict()[key], tensor), key
 
     bare_path = tmp_path / "bare.pth"
     torch.save(source.state_dict(), bare_path)
-    load_dfv_weights(DFVNet(), bare_path)
+    load_weights(DFVNet(), bare_path)
 
 
 def test_load_dfv_weights_reports_missing_and_unexpected_keys(tmp_path):
@@ -184,6 +184,6 @@ def test_load_dfv_weights_reports_missing_and_unexpected_keys(tmp_path):
     path = tmp_path / "broken_dfv.tar"
     torch.save({"state_dict": state}, path)
     with pytest.raises(ValueError, match="broken_dfv.tar") as error:
-        load_dfv_weights(DFVNet(), path)
+        load_weights(DFVNet(), path)
     assert "decoder3.classify.2.0.bias" in str(error.value)
     assert "disp_reg.extra" in str(error.value)
