@@ -114,7 +114,7 @@ def render_focal_stack_float(
 
     rgb: (H, W, 3) uint8 or float in [0, 1] (sRGB); depth_m: (H, W), finite, > 0.
     psf: 'disc' (pillbox of diameter CoC, anti-aliased; a real aperture) or
-      'gaussian' (sigma = CoC / 2, the paper's NYU protocol).
+      'gaussian' (sigma = CoC / 2; not the paper's NYU protocol, which is core/sim/nyu_protocol.py).
     layer_step_px: depth-layer spacing as the largest blur-size step between
       neighbouring layers; each pixel is split linearly between its two nearest
       layers, so blur varies smoothly along slanted surfaces.
