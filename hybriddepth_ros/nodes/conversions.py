@@ -1,5 +1,8 @@
 """ROS message <-> core conversions: images, camera info, focal stacks, point clouds.
 
+Decoding (message -> core) is ROS-free and lives in core/stack/message_decoding.py,
+so bag files are read by the same rules; it is re-exported here.
+
 cv_bridge and sensor_msgs_py are used when the ROS install has them (as a ROS
 user expects); the numpy fallbacks here run where they are absent (the PyPI
 wheels carry neither) and are tested to agree with them.
@@ -13,6 +16,18 @@ from std_msgs.msg import Header
 
 from ..core.stack.camera import CameraIntrinsics
 from ..core.stack.focal_stack import FocalStack
+from ..core.stack.message_decoding import (  # noqa: F401 - re-exported: the nodes' one place for conversions
+    SUPPORTED_ENCODINGS,
+    ConversionError,
+    camera_info_to_intrinsics,
+    check_image_layout,
+    depth_image_to_metres,
+    float_image_to_array,
+    image_to_rgb8_numpy,
+    stamp_to_ns,
+    stamp_to_seconds,
+)
+from ..core.stack.message_decoding import focal_stack_from_msg as core_focal_stack_from_msg
 from ..core.depth.pointcloud import pack_rgb_float
 
 try:  # pragma: no cover - depends on the ROS install
@@ -28,56 +43,16 @@ try:  # pragma: no cover - depends on the ROS install
 except ImportError:
     _point_cloud2 = None
 
-# encoding -> (channels, order of R, G, B within the pixel) for 8-bit colour images.
-_COLOUR_ENCODINGS = {
-    "rgb8": (3, (0, 1, 2)),
-    "bgr8": (3, (2, 1, 0)),
-    "rgba8": (4, (0, 1, 2)),
-    "bgra8": (4, (2, 1, 0)),
-    "mono8": (1, (0, 0, 0)),
-}
-SUPPORTED_ENCODINGS = tuple(_COLOUR_ENCODINGS)
-
-
-class ConversionError(ValueError):
-    """A message that cannot be turned into core data; the text says why."""
-
 
 def image_to_rgb8(msg: Image) -> np.ndarray:
     """(H, W, 3) uint8 RGB from an 8-bit colour or mono Image (cv_bridge when installed)."""
-    _check_image_layout(msg)
+    check_image_layout(msg)
     if _BRIDGE is not None:  # pragma: no cover - depends on the ROS install
         try:
             return np.ascontiguousarray(_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
         except CvBridgeError as exc:
             raise ConversionError(f"cv_bridge could not convert the image: {exc}") from exc
     return image_to_rgb8_numpy(msg)
-
-
-def _check_image_layout(msg: Image) -> None:
-    if msg.encoding not in _COLOUR_ENCODINGS:
-        raise ConversionError(
-            f"unsupported image encoding '{msg.encoding}' (supported: {', '.join(SUPPORTED_ENCODINGS)})"
-        )
-    channels, _ = _COLOUR_ENCODINGS[msg.encoding]
-    if msg.width == 0 or msg.height == 0:
-        raise ConversionError(f"empty image {msg.width}x{msg.height}")
-    if msg.step < msg.width * channels:
-        raise ConversionError(f"step {msg.step} too small for {msg.width} px of {msg.encoding}")
-    if len(msg.data) < msg.step * msg.height:
-        raise ConversionError(
-            f"image data has {len(msg.data)} bytes, expected step*height = {msg.step * msg.height}"
-        )
-
-
-def image_to_rgb8_numpy(msg: Image) -> np.ndarray:
-    """The numpy fallback of image_to_rgb8 (row padding in `step` handled)."""
-    _check_image_layout(msg)
-    channels, order = _COLOUR_ENCODINGS[msg.encoding]
-    buffer = np.frombuffer(bytes(msg.data[: msg.step * msg.height]), dtype=np.uint8)
-    rows = buffer.reshape(msg.height, msg.step)[:, : msg.width * channels]
-    pixels = rows.reshape(msg.height, msg.width, channels)
-    return np.ascontiguousarray(pixels[:, :, list(order)])
 
 
 def rgb8_to_image(rgb: np.ndarray, header: Header) -> Image:
@@ -100,27 +75,6 @@ def float_image(values: np.ndarray, header: Header) -> Image:
     return msg
 
 
-def float_image_to_array(msg: Image) -> np.ndarray:
-    """(H, W) float32 from a 32FC1 Image."""
-    if msg.encoding != "32FC1":
-        raise ConversionError(f"expected 32FC1, got '{msg.encoding}'")
-    dtype = ">f4" if msg.is_bigendian else "<f4"
-    rows = np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(msg.height, msg.step)
-    return rows[:, : msg.width * 4].copy().view(dtype).reshape(msg.height, msg.width).astype(np.float32)
-
-
-def camera_info_to_intrinsics(msg: CameraInfo) -> CameraIntrinsics:
-    """CameraIntrinsics from CameraInfo.k; raises ConversionError when missing or zero."""
-    k = np.asarray(msg.k, dtype=np.float64)
-    if k.size != 9 or not np.all(np.isfinite(k)) or k[0] <= 0 or k[4] <= 0:
-        raise ConversionError(f"camera_info has missing or zero intrinsics K={k.tolist()}")
-    if msg.width == 0 or msg.height == 0:
-        raise ConversionError("camera_info has no image size (width/height 0)")
-    return CameraIntrinsics(
-        fx=float(k[0]), fy=float(k[4]), cx=float(k[2]), cy=float(k[5]), width=int(msg.width), height=int(msg.height)
-    )
-
-
 def intrinsics_to_camera_info(intrinsics: CameraIntrinsics, header: Header) -> CameraInfo:
     """CameraInfo of an undistorted pinhole camera with these intrinsics."""
     info = CameraInfo(header=header, width=intrinsics.width, height=intrinsics.height)
@@ -132,10 +86,6 @@ def intrinsics_to_camera_info(intrinsics: CameraIntrinsics, header: Header) -> C
     return info
 
 
-def stamp_to_seconds(stamp) -> float:
-    return float(stamp.sec) + float(stamp.nanosec) * 1e-9
-
-
 def seconds_to_stamp(seconds: float, stamp) -> None:
     """Write `seconds` into a builtin_interfaces/Time in place."""
     stamp.sec = int(seconds)
@@ -143,33 +93,8 @@ def seconds_to_stamp(seconds: float, stamp) -> None:
 
 
 def focal_stack_from_msg(msg) -> FocalStack:
-    """Core FocalStack from a hybriddepth_ros/FocalStack message; ConversionError/FocalStackError say why not."""
-    if len(msg.frames) == 0:
-        raise ConversionError("empty focal stack (no frames)")
-    if len(msg.frames) != len(msg.focus_distances):
-        raise ConversionError(
-            f"{len(msg.frames)} frames but {len(msg.focus_distances)} focus distances"
-        )
-    first = msg.frames[0]
-    for index, frame in enumerate(msg.frames):
-        if (frame.width, frame.height) != (first.width, first.height):
-            raise ConversionError(
-                f"frame {index} is {frame.width}x{frame.height}, frame 0 is {first.width}x{first.height}"
-            )
-        if frame.encoding != first.encoding:
-            raise ConversionError(f"frame {index} is '{frame.encoding}', frame 0 is '{first.encoding}'")
-    intrinsics = camera_info_to_intrinsics(msg.camera_info)
-    frames = np.stack([image_to_rgb8(frame) for frame in msg.frames])
-    stack = FocalStack(
-        frames=frames,
-        focus_distances_m=np.asarray(msg.focus_distances, dtype=np.float64),
-        intrinsics=intrinsics,
-        reference_index=int(msg.reference_index),
-        registered=bool(msg.registered),
-        stamp_s=stamp_to_seconds(msg.header.stamp),
-        frame_id=msg.header.frame_id,
-    )
-    return stack.validate()
+    """Core FocalStack from a hybriddepth_ros/FocalStack message (frames through cv_bridge when installed)."""
+    return core_focal_stack_from_msg(msg, decode_image=image_to_rgb8)
 
 
 def focal_stack_to_msg(stack: FocalStack, msg_type, sweep_duration_s: float = 0.0):

@@ -33,6 +33,7 @@ from ..core.stack.camera import CameraIntrinsics
 from ..core.capture.base import CaptureBackend, CaptureError
 from ..core.stack.focal_stack import FocalStack
 from ..core.capture.time_sync import ApproximatePairer
+from ..core.stack.message_decoding import stamp_to_ns
 from . import conversions
 
 try:  # pragma: no cover - depends on the ROS install
@@ -67,11 +68,6 @@ class _Sweep:
     pairs_seen: int = 0
     last_state: FocusState | None = None
     error: str | None = None
-
-
-def stamp_to_ns(stamp) -> int:
-    """Nanoseconds of a builtin_interfaces/Time."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 class DriverCapture(CaptureBackend):
