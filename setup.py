@@ -14,12 +14,19 @@ setup(
         "opencv-python-headless>=4.8",
         "pyyaml>=6",
         "websockets>=12",
+        "h5py>=3.8",
+        "rosbags>=0.10",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
     ],
+    # The message definitions, so that ROS bags are read without a ROS install (core/data/bags.py).
+    data_files=[("share/hybriddepth_ros/msg", ["msg/FocalStack.msg", "msg/FocusState.msg"])],
     entry_points={
         "console_scripts": [
             "hybriddepth-calibrate-focus = hybriddepth_ros.tools.calibrate_focus:main",
             "hybriddepth-register-stack = hybriddepth_ros.tools.register_stack:main",
             "hybriddepth-benchmark = hybriddepth_ros.tools.benchmark:main",
+            "hybriddepth-eval = hybriddepth_ros.tools.evaluate:main",
         ]
     },
 )
