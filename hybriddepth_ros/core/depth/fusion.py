@@ -1,6 +1,6 @@
 """The fusion step the node runs per stack: validate, register, estimate, mask.
 
-The only place a stack is validated and registered on its way to depth:
+The only place a stack is validated and registered on its way to depth (`prepare_stack`):
 backends rely on it (and refuse unregistered stacks). Kept ROS-free so the
 node, the demo, the benchmark and the evaluation tool run exactly this code.
 """
@@ -20,6 +20,22 @@ DEFAULT_CONFIDENCE_THRESHOLD = 0.5
 """Depth below this confidence is published as NaN (weight-free backend on the simulated scene: AbsRel <= 5 % above it)."""
 DEFAULT_MIN_DEPTH_M = 0.1
 DEFAULT_MAX_DEPTH_M = 10.0
+
+
+def prepare_stack(stack: FocalStack, timings_s: dict[str, float] | None = None) -> FocalStack:
+    """`stack` validated and registered to its reference frame (as it is when already registered).
+
+    Raises FocalStackError (or RegistrationError); adds the registration time to `timings_s`.
+    Training (core/train) prepares recorded stacks with it too, so it learns on what the node fuses.
+    """
+    stack.validate()
+    if stack.registered:
+        return stack
+    start_s = time.perf_counter()
+    stack = register_stack(stack).stack
+    if timings_s is not None:
+        timings_s["registration"] = time.perf_counter() - start_s
+    return stack
 
 
 @dataclass
@@ -56,12 +72,8 @@ class DepthFusion:
     def process(self, stack: FocalStack) -> FusedDepth:
         """Depth of `stack`; raises FocalStackError (or RegistrationError) on unusable input."""
         started = time.perf_counter()
-        stack.validate()
         timings: dict[str, float] = {}
-        if not stack.registered:
-            t0 = time.perf_counter()
-            stack = register_stack(stack).stack
-            timings["registration"] = time.perf_counter() - t0
+        stack = prepare_stack(stack, timings)
         result = self.backend.estimate(stack)
         timings.update(result.timings_s)
         depth = np.asarray(result.depth_m, dtype=np.float32).copy()

@@ -41,6 +41,16 @@ RELATIVE_INPUTS = ("reference", "all_in_focus")
 METRIC_BRANCHES = ("dfv", "focus_measure")
 
 
+def dff_branch_input(stack_01: torch.Tensor, metric_branch: str) -> torch.Tensor:
+    """The DFF branch's input from a (B, N, 3, H, W) stack in [0, 1]: ImageNet-normalised for DFV (its
+    training input, the reference's preprocessing), as it is for the weight-free DFF."""
+    if metric_branch != "dfv":
+        return stack_01
+    mean = torch.tensor(IMAGENET_MEAN, device=stack_01.device, dtype=stack_01.dtype).view(1, 1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=stack_01.device, dtype=stack_01.dtype).view(1, 1, 3, 1, 1)
+    return (stack_01 - mean) / std
+
+
 class GlobalDepthOutput(nn.Module):
     """Stands in for the refiner when no refiner weights are loaded: the aligned depth is the output."""
 
@@ -124,7 +134,14 @@ class HybridDepthBackend(DepthBackend):
         self.metric_branch = metric_branch
         self.working_size = (height_px, width_px)
         if model is None and checkpoint_path:
-            model = load_weights(HybridDepthNet(), checkpoint_path)
+            if metric_branch == "focus_measure":
+                # The weight-free DFF needs no tensors: a checkpoint's DFV part is not loaded, and a
+                # checkpoint trained with the weight-free DFF (hybriddepth-train), which has none, loads too.
+                model = load_weights(
+                    HybridDepthNet(metric_branch=FocusMeasureDFF()), checkpoint_path, ignore_prefixes=("DFF_model.",)
+                )
+            else:
+                model = load_weights(HybridDepthNet(), checkpoint_path)
         relative_branch, dff_branch, refiner = (
             (model.depth_anything, model.DFF_model, model.ScaleMapLearner) if model is not None else (None, None, None)
         )
@@ -143,9 +160,6 @@ class HybridDepthBackend(DepthBackend):
         ).to(self.device).eval()
         if self.device.type == "cpu" or self.dtype != torch.float32:
             _store_convolutions_channels_last(self.model)
-        # ImageNet normalisation constants for the DFF input, built once on the device.
-        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 1, 3, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 1, 3, 1, 1)
 
     def _estimate(self, stack: FocalStack) -> DepthResult:
         timings_s: dict[str, float] = {}
@@ -191,7 +205,7 @@ class HybridDepthBackend(DepthBackend):
         stack_01 = frames.permute(0, 3, 1, 2).unsqueeze(0).float() / 255.0
         aif = torch.from_numpy(np.ascontiguousarray(relative_rgb)).to(self.device)
         aif = aif.permute(2, 0, 1).unsqueeze(0).float() / 255.0
-        dff_input = (stack_01 - self._mean) / self._std if self.metric_branch == "dfv" else stack_01
+        dff_input = dff_branch_input(stack_01, self.metric_branch)
         distances = torch.as_tensor(working.focus_distances_m, dtype=torch.float32, device=self.device)[None]
         valid = None
         if working.valid_mask is not None:

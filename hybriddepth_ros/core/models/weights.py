@@ -1,4 +1,4 @@
-"""The one loader of every weight file: official HybridDepth checkpoints, Depth Anything V1/V2, DFV.
+"""The one loader of every weight file: official HybridDepth checkpoints, Depth Anything V1/V2, DFV, resume files.
 
 `load_weights(module, path)` reads `path` with `torch.load(weights_only=True)`
 (tensors and plain containers only: a file from the internet cannot run code)
@@ -47,21 +47,26 @@ class WeightsError(ValueError):
     """A weight file that cannot be loaded into the network; the message starts with the file's path."""
 
 
-def load_weights(module: nn.Module, path: str | Path) -> nn.Module:
-    """Load the weight file `path` into `module` strictly and return the module."""
+def load_weights(module: nn.Module, path: str | Path, ignore_prefixes: tuple[str, ...] = ()) -> nn.Module:
+    """Load the weight file `path` into `module` strictly and return the module.
+
+    `ignore_prefixes`: parts of the file (keys as the module names them) the
+    module has no place for by design, dropped before the strict check: e.g.
+    'DFF_model.' when the DFF branch is the weight-free one.
+    """
     path = Path(path)
     state = _for_module(module, read_state_dict(path))
+    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)} if ignore_prefixes else state
     check_compatible(module, state, path)
     module.load_state_dict(state, strict=True)
     return module
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a weight file, keys as saved (less a DataParallel prefix): the package's only torch.load."""
-    path = Path(path)
+def _torch_load(path: Path):
+    """The package's only torch.load: weights_only (tensors and plain containers), on the CPU."""
     _check_readable_file(path)
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... depending on the damage
         if "weights only load failed" in str(exc).lower():
             raise WeightsError(
@@ -73,6 +78,26 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"{path}: not a readable torch file (truncated download or another file type): "
             f"{type(exc).__name__}: {exc}"
         ) from None
+
+
+def read_training_state(path: str | Path, required: tuple[str, ...]) -> dict:
+    """The whole top-level dict of a training resume file (weights_only), which must hold the `required` keys."""
+    path = Path(path)
+    loaded = _torch_load(path)
+    if not isinstance(loaded, Mapping):
+        raise WeightsError(f"{path}: not a training state (a {type(loaded).__name__}, not a dict)")
+    missing = [key for key in required if key not in loaded]
+    if missing:
+        raise WeightsError(
+            f"{path}: not a resumable training state: no {', '.join(missing)} (found [{_listed(sorted(map(str, loaded)))}])"
+        )
+    return dict(loaded)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weight file, keys as saved (less a DataParallel prefix)."""
+    path = Path(path)
+    loaded = _torch_load(path)
     for key in NESTING_KEYS:
         if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
             loaded = loaded[key]
