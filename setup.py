@@ -27,6 +27,7 @@ setup(
             "hybriddepth-register-stack = hybriddepth_ros.tools.register_stack:main",
             "hybriddepth-benchmark = hybriddepth_ros.tools.benchmark:main",
             "hybriddepth-eval = hybriddepth_ros.tools.evaluate:main",
+            "hybriddepth-train = hybriddepth_ros.tools.train:main",
         ]
     },
 )
