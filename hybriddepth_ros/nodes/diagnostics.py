@@ -11,6 +11,7 @@ ERROR = DiagnosticStatus.ERROR
 
 SWEEP_DIAGNOSTIC_NAME = "hybriddepth_ros: focus sweep"
 FUSION_DIAGNOSTIC_NAME = "hybriddepth_ros: depth fusion"
+RECORDER_DIAGNOSTIC_NAME = "hybriddepth_ros: dataset recorder"
 """The status names on /diagnostics, for monitoring tools (and the demo) to pick the pipeline's out."""
 
 
