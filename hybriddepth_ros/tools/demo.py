@@ -32,6 +32,9 @@ from ..pipeline_plan import default_params_file, pipeline_plan
 from .run_pipeline import start_nodes, stop_nodes
 
 
+DEMO_SIZE_PX = (320, 240)
+
+
 class OutputCollector(Node):
     """Gathers, per stack stamp, the depth, confidence, cloud, ground truth and fusion diagnostics."""
 
@@ -92,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
 
     plan = pipeline_plan(args.params_file, camera_backend="simulated", depth_backend="focus_measure")
+    # A small simulated camera keeps the demo quick on a CPU.
+    plan[0].overrides.update({"width": DEMO_SIZE_PX[0], "height": DEMO_SIZE_PX[1]})
     # Publish every pixel's depth so accuracy can be stated on all pixels; the
     # confident subset is scored with the threshold the pipeline would apply.
     plan[1].overrides["confidence_threshold"] = 0.0

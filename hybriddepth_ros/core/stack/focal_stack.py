@@ -12,6 +12,16 @@ from .camera import CameraIntrinsics
 
 DEFAULT_FRAME_ID = "camera_optical_frame"
 
+# What a real variable-focus camera can produce; anything beyond is a configuration or input error.
+MAX_FRAMES = 64
+"""Frames per stack: sweeps of 5-10 frames are usual; 64 at 640x480 is already 59 MB of RGB."""
+MAX_IMAGE_SIDE_PX = 8192
+"""Longest image side: 8K video; phone photos (4080x3072) are resized below it."""
+MIN_FOCUS_DISTANCE_M = 0.01
+"""Nearest focus: macro lenses focus from about 1 cm."""
+MAX_FOCUS_DISTANCE_M = 1000.0
+"""Farthest focus: beyond a few hundred metres every lens is at infinity focus."""
+
 
 class FocalStackError(ValueError):
     """A focal stack that cannot be fused; the message says what is wrong with it."""

@@ -57,6 +57,7 @@ import json
 import math
 from dataclasses import dataclass
 
+DEFAULT_PORT = 8765
 MAX_STACK_ID_CHARS = 128
 INTRINSIC_FIELDS = ("fx", "fy", "cx", "cy")
 # JPEG start-of-frame markers: every one but DHT (C4), JPG (C8) and DAC (CC).

@@ -23,11 +23,9 @@ from ...stack.camera import CameraIntrinsics
 from ...stack.focal_stack import DEFAULT_FRAME_ID, FocalStack
 from ..base import CaptureBackend, CaptureError
 from .assembler import StackAssembler
-from .protocol import FrameRejected, check_frame_fields, jpeg_size_px, parse_json_object, token_matches
+from .protocol import DEFAULT_PORT, FrameRejected, check_frame_fields, jpeg_size_px, parse_json_object, token_matches
 
 _LOG = logging.getLogger(__name__)
-
-DEFAULT_PORT = 8765
 
 
 class PhoneBridge:
