@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .core.capture import CAPTURE_BACKENDS as CAMERA_BACKENDS
+from .core.depth.registry import DEPTH_BACKENDS
+
 PACKAGE = "hybriddepth_ros"
-CAMERA_BACKENDS = ("simulated", "v4l2", "driver", "directory", "phone")
-DEPTH_BACKENDS = ("focus_measure", "hybriddepth")
 
 
 @dataclass

@@ -2,52 +2,67 @@
 
 Each backend's parameters live under its own prefix (`simulated.`, `v4l2.`,
 `directory.`, `phone.`, `driver.`); `camera.` holds intrinsics shared by the real
-cameras. Adding a backend means a declare block and a build branch here, nothing
-in the node itself.
+cameras. Adding a backend means its specs and a build branch here (and its name
+in core/capture/__init__.py), nothing in the node itself.
 """
 
 from __future__ import annotations
 
-import math
-
 from rclpy.node import Node
 
-from ..core.stack.camera import CameraIntrinsics
+from ..core.capture import CAPTURE_BACKENDS
 from ..core.capture.base import CaptureBackend
+from ..core.capture.phone.protocol import DEFAULT_PORT
+from ..core.stack.camera import CameraIntrinsics
+from ..core.stack.focal_stack import MAX_IMAGE_SIDE_PX
+from .parameters import ParameterSpec, not_empty
 
-_PARAMETERS = {
-    "camera.horizontal_fov_deg": 70.0,
-    "camera.fx": 0.0,
-    "camera.fy": 0.0,
-    "camera.cx": 0.0,
-    "camera.cy": 0.0,
-    "simulated.seed": 0,
-    "simulated.scene_change_every": 0,
-    "simulated.noise_std": 1.0,
-    "v4l2.device": "/dev/video0",
-    "v4l2.calibration_file": "",
-    "v4l2.settle_frames": 3,
-    "v4l2.settle_time_s": 0.0,
-    "directory.path": "",
-    "directory.loop": True,
-    "phone.host": "127.0.0.1",
-    "phone.port": 8765,
-    "phone.token": "",
-    "phone.max_message_bytes": 8 * 1024 * 1024,
-    "driver.image_topic": "image_raw",
-    "driver.focus_command_topic": "focus/command",
-    "driver.focus_state_topic": "focus/state",
-    "driver.camera_info_topic": "camera_info",
-    "driver.sync_slop_s": 0.02,
-    "driver.focus_tolerance_m": 0.02,
-    "driver.settle_time_s": 0.05,
-    "driver.sweep_timeout_s": 5.0,
-}
-
-
-def declare_capture_parameters(node: Node) -> None:
-    for name, default in _PARAMETERS.items():
-        node.declare_parameter(name, default)
+CAPTURE_PARAMETERS = (
+    ParameterSpec("camera.horizontal_fov_deg", 70.0,
+                  "Horizontal field of view of an uncalibrated real camera, degrees (used when camera.fx is 0).",
+                  low=1.0, high=179.0),
+    ParameterSpec("camera.fx", 0.0, "Calibrated focal length in x, pixels at width x height; 0: use the field of view.",
+                  low=0.0, high=1e6),
+    ParameterSpec("camera.fy", 0.0, "Focal length in y, pixels; 0: equal to camera.fx.", low=0.0, high=1e6),
+    ParameterSpec("camera.cx", 0.0, "Principal point x, pixels (with camera.fx > 0).", low=-MAX_IMAGE_SIDE_PX,
+                  high=2 * MAX_IMAGE_SIDE_PX),
+    ParameterSpec("camera.cy", 0.0, "Principal point y, pixels (with camera.fx > 0).", low=-MAX_IMAGE_SIDE_PX,
+                  high=2 * MAX_IMAGE_SIDE_PX),
+    ParameterSpec("simulated.seed", 0, "Scene seed of the simulated camera.", low=0, high=2**31 - 1),
+    ParameterSpec("simulated.scene_change_every", 0, "0: one scene for every stack; N: the next scene every N stacks.",
+                  low=0, high=1_000_000),
+    ParameterSpec("simulated.noise_std", 1.0, "Gaussian sensor noise of the simulated camera, 8-bit digital numbers.",
+                  low=0.0, high=64.0),
+    ParameterSpec("v4l2.device", "/dev/video0", "V4L2 device path or index.", check=not_empty("v4l2.device")),
+    ParameterSpec("v4l2.calibration_file", "",
+                  "Lens-unit -> metres table written by `python -m hybriddepth_ros.tools.calibrate_focus` (required)."),
+    ParameterSpec("v4l2.settle_frames", 3, "Frames discarded after each focus change (exposed while the lens moved).",
+                  low=0, high=30),
+    ParameterSpec("v4l2.settle_time_s", 0.0, "Wait after each focus change, seconds.", low=0.0, high=5.0),
+    ParameterSpec("directory.path", "", "A focal-stack folder (focus in metres = last _ field of each file name), "
+                  "or a folder of such folders (required)."),
+    ParameterSpec("directory.loop", True, "Start again after the last stack folder."),
+    ParameterSpec("phone.host", "127.0.0.1", "Address the phone bridge listens on.", check=not_empty("phone.host")),
+    ParameterSpec("phone.port", DEFAULT_PORT, "TCP port of the phone bridge; 0 binds a free one.", low=0, high=65535),
+    ParameterSpec("phone.token", "", "Shared secret every phone message carries (required)."),
+    ParameterSpec("phone.max_message_bytes", 8 * 1024 * 1024, "Largest WebSocket message accepted, bytes.",
+                  low=1024, high=256 * 1024 * 1024),
+    ParameterSpec("driver.image_topic", "image_raw", "Images of the camera driver.", check=not_empty("driver.image_topic")),
+    ParameterSpec("driver.focus_command_topic", "focus/command", "std_msgs/Float32 focus commands, metres.",
+                  check=not_empty("driver.focus_command_topic")),
+    ParameterSpec("driver.focus_state_topic", "focus/state", "hybriddepth_ros/FocusState of the driver.",
+                  check=not_empty("driver.focus_state_topic")),
+    ParameterSpec("driver.camera_info_topic", "camera_info", "CameraInfo of the driver (optional calibration).",
+                  check=not_empty("driver.camera_info_topic")),
+    ParameterSpec("driver.sync_slop_s", 0.02, "Largest stamp difference of a paired image and focus state, seconds.",
+                  low=0.0, low_open=True, high=1.0),
+    ParameterSpec("driver.focus_tolerance_m", 0.02, "Reached focus must be this close to the command, metres.",
+                  low=0.0, low_open=True, high=10.0),
+    ParameterSpec("driver.settle_time_s", 0.05, "Wait after the lens reports settled, seconds.", low=0.0, high=5.0),
+    ParameterSpec("driver.sweep_timeout_s", 5.0, "A sweep that takes longer fails with an ERROR diagnostic, seconds.",
+                  low=0.0, low_open=True, high=600.0),
+)
+"""Each backend's parameters under its own prefix; `camera.` holds intrinsics shared by the real cameras."""
 
 
 def configured_intrinsics(node: Node, width: int, height: int) -> CameraIntrinsics:
@@ -58,13 +73,7 @@ def configured_intrinsics(node: Node, width: int, height: int) -> CameraIntrinsi
             fx=value("camera.fx"), fy=value("camera.fy") or value("camera.fx"),
             cx=value("camera.cx"), cy=value("camera.cy"), width=width, height=height,
         )
-    fov_deg = value("camera.horizontal_fov_deg")
-    if not 0 < fov_deg < 180:
-        raise ValueError(f"camera.horizontal_fov_deg must be in (0, 180), got {fov_deg}")
-    focal_px = (width / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
-    return CameraIntrinsics(
-        fx=focal_px, fy=focal_px, cx=(width - 1) / 2.0, cy=(height - 1) / 2.0, width=width, height=height
-    )
+    return CameraIntrinsics.from_horizontal_fov(value("camera.horizontal_fov_deg"), width, height)
 
 
 def create_capture_backend(node: Node, name: str, focus_distances_m: list[float]) -> CaptureBackend:
@@ -142,4 +151,4 @@ def create_capture_backend(node: Node, name: str, focus_distances_m: list[float]
             sweep_timeout_s=float(value("driver.sweep_timeout_s")),
             intrinsics=configured_intrinsics(node, width, height),
         )
-    raise ValueError(f"unknown camera backend '{name}' (known: simulated, v4l2, directory, phone, driver)")
+    raise ValueError(f"unknown camera backend '{name}' (known: {', '.join(CAPTURE_BACKENDS)})")

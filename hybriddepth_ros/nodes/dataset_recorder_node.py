@@ -30,11 +30,13 @@ from sensor_msgs.msg import Image
 from hybriddepth_ros.msg import FocalStack as FocalStackMsg
 
 from ..core.capture.time_sync import ApproximatePairer
+from ..core.data.bags import DEFAULT_SLOP_S
 from ..core.data.recordings import write_recording_sample
 from ..core.data.sample import DatasetError
 from ..core.stack.focal_stack import FocalStackError
 from . import conversions
 from .diagnostics import ERROR, OK, RECORDER_DIAGNOSTIC_NAME, DiagnosticReporter
+from .parameters import ParameterSpec, declare_parameters, not_empty
 from .qos import stream_qos
 from .run import run_node
 
@@ -43,42 +45,44 @@ DEFAULT_DEPTH_TOPIC = "camera/aligned_depth_to_color/image_raw"
 """realsense2_camera's aligned depth, relative to the node's namespace; remap or set depth_topic for other cameras."""
 
 
+RECORDER_PARAMETERS = (
+    ParameterSpec("output_dir", "recordings", "Folder the sample folders are written into (created if absent).",
+                  check=not_empty("output_dir")),
+    ParameterSpec("depth_topic", DEFAULT_DEPTH_TOPIC, "Depth image topic (32FC1 m or 16UC1 mm), aligned to the "
+                  "focus camera's view.", check=not_empty("depth_topic")),
+    ParameterSpec("slop_s", DEFAULT_SLOP_S, "Largest stamp difference of a stack and its depth image, seconds.",
+                  low=0.0, high=10.0, low_open=True),
+    ParameterSpec("sync_queue_size", 60, "Messages per topic kept while waiting for a partner: enough depth images "
+                  "to span one sweep.", low=1, high=10000),
+    ParameterSpec("max_samples", 0, "Stop recording after this many samples (0: no limit).", low=0, high=10**9),
+    ParameterSpec("min_interval_s", 0.0, "Skip stacks closer in time than this to the last recorded one, seconds.",
+                  low=0.0, high=86400.0),
+    ParameterSpec("reliable_qos", True, "Reliable delivery of focal_stack (see nodes/qos.py)."),
+)
+
+
 class DatasetRecorderNode(Node):
     """Pairs focal stacks with depth images by stamp and writes them as recording sample folders."""
 
     def __init__(self, **node_kwargs) -> None:
         super().__init__("dataset_recorder_node", **node_kwargs)
-        self.declare_parameter("output_dir", "recordings")
-        self.declare_parameter("depth_topic", DEFAULT_DEPTH_TOPIC)
-        self.declare_parameter("slop_s", 0.05)
-        self.declare_parameter("sync_queue_size", 60)
-        self.declare_parameter("max_samples", 0)
-        self.declare_parameter("min_interval_s", 0.0)
-        self.declare_parameter("reliable_qos", True)
-        self.output_dir = Path(self._param("output_dir"))
-        if not str(self.output_dir):
-            raise ValueError("output_dir must not be empty")
+        values = declare_parameters(self, RECORDER_PARAMETERS)
+        self.output_dir = Path(values["output_dir"])
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.depth_topic = str(self._param("depth_topic"))
-        self.max_samples = int(self._param("max_samples"))
-        self.min_interval_s = float(self._param("min_interval_s"))
-        if self.max_samples < 0 or self.min_interval_s < 0:
-            raise ValueError("max_samples and min_interval_s must be >= 0")
+        self.depth_topic = values["depth_topic"]
+        self.max_samples = int(values["max_samples"])
+        self.min_interval_s = float(values["min_interval_s"])
         # Stacks come once per sweep, depth at the camera's rate: the queue must span a sweep of depth images.
-        self._pairer = ApproximatePairer(int(self._param("sync_queue_size")), float(self._param("slop_s")))
+        self._pairer = ApproximatePairer(int(values["sync_queue_size"]), float(values["slop_s"]))
         self._diagnostics = DiagnosticReporter(self, DIAGNOSTIC_NAME)
         self.samples_recorded = 0
         self._last_recorded_s: float | None = None
-        self.create_subscription(FocalStackMsg, "focal_stack", self._on_stack,
-                                 stream_qos(bool(self._param("reliable_qos"))))
+        self.create_subscription(FocalStackMsg, "focal_stack", self._on_stack, stream_qos(bool(values["reliable_qos"])))
         self.create_subscription(Image, self.depth_topic, self._on_depth, qos_profile_sensor_data)
         self.get_logger().info(
             f"recording focal_stack + {self.depth_topic} into {self.output_dir.resolve()} "
             f"(slop {self._pairer.slop_ns / 1e9:g} s)"
         )
-
-    def _param(self, name: str):
-        return self.get_parameter(name).value
 
     def _on_stack(self, msg: FocalStackMsg) -> None:
         self._add(0, msg)
@@ -101,7 +105,7 @@ class DatasetRecorderNode(Node):
         if (self.output_dir / f"stack_{stamp_ns}").exists():  # the same stack delivered again
             return
         try:
-            stack = conversions.focal_stack_from_msg(stack_msg)
+            stack = conversions.focal_stack_from_msg(stack_msg).validate()
             depth_m = conversions.depth_image_to_metres(depth_msg)
             folder = write_recording_sample(self.output_dir, f"stack_{stamp_ns}", stack, depth_m, {
                 "depth_topic": self.depth_topic,

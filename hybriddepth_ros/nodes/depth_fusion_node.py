@@ -18,6 +18,7 @@ fusion is slower than the camera, and the status is WARN.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 import traceback
@@ -28,56 +29,81 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from hybriddepth_ros.msg import FocalStack as FocalStackMsg
 
-from ..core.depth.registry import choose_depth_backend
-from ..core.stack.focal_stack import FocalStackError
-from ..core.depth.fusion import DepthFusion, FusedDepth
+from ..core.depth.device import PRECISIONS
+from ..core.depth.fusion import (
+    DEFAULT_CONFIDENCE_THRESHOLD,
+    DEFAULT_MAX_DEPTH_M,
+    DEFAULT_MIN_DEPTH_M,
+    DepthFusion,
+    FusedDepth,
+)
+from ..core.depth.hybriddepth import DEFAULT_WORKING_SIZE_PX, METRIC_BRANCHES, RELATIVE_INPUTS
 from ..core.depth.pointcloud import back_project
+from ..core.depth.registry import DEPTH_BACKENDS, choose_depth_backend
+from ..core.models.alignment import ALIGNMENT_METHODS
+from ..core.models.depth_anything import ENCODERS, VERSIONS
+from ..core.stack.focal_stack import MAX_FOCUS_DISTANCE_M, MAX_IMAGE_SIDE_PX, FocalStackError
 from . import conversions
 from .qos import stream_qos
 from .run import run_node
 from .diagnostics import FUSION_DIAGNOSTIC_NAME, ERROR, OK, WARN, DiagnosticReporter, DroppedMessageCounter
+from .parameters import ParameterSpec, ParameterUpdates, declare_parameters, device_problem
 
 DIAGNOSTIC_NAME = FUSION_DIAGNOSTIC_NAME
 
 
+FUSION_PARAMETERS = (
+    ParameterSpec("backend", "focus_measure",
+                  "Depth backend: focus_measure needs no weights; hybriddepth needs checkpoint_path or "
+                  "relative_weights_path, and without usable weights runs focus_measure (said in the log).",
+                  choices=DEPTH_BACKENDS),
+    ParameterSpec("device", "auto", "Torch device: auto (CUDA when available, else CPU), cpu, cuda or cuda:N.",
+                  check=device_problem),
+    ParameterSpec("checkpoint_path", "", "Official HybridDepth Lightning .ckpt (e.g. NYUBest5-DFV-Trained.ckpt), "
+                  "loaded strictly."),
+    ParameterSpec("relative_weights_path", "", "Stand-alone Depth Anything V1/V2 weight file for the relative branch; "
+                  "replaces the checkpoint's, or runs without one (then without refinement)."),
+    ParameterSpec("relative_encoder", "vits", "Encoder size of relative_weights_path.", choices=ENCODERS),
+    ParameterSpec("relative_version", 1, "Depth Anything version of relative_weights_path.", choices=VERSIONS),
+    ParameterSpec("dfv_weights_path", "", "Stand-alone DFV weight file for the DFF branch."),
+    ParameterSpec("precision", "fp32", "Network precision (autocast); fp16 runs as fp32 on a CPU.",
+                  choices=tuple(PRECISIONS)),
+    ParameterSpec("relative_input", "reference", "Relative branch input: the reference frame or an all-in-focus "
+                  "composite of the stack.", choices=RELATIVE_INPUTS),
+    ParameterSpec("alignment", "least_squares", "Global scale-and-shift fit: the reference's least squares, or "
+                  "robust and weighted by DFF confidence.", choices=ALIGNMENT_METHODS),
+    ParameterSpec("metric_branch", "dfv", "DFF branch of the network: the checkpoint's DFV, or the weight-free "
+                  "focus measure.", choices=METRIC_BRANCHES),
+    ParameterSpec("working_height", DEFAULT_WORKING_SIZE_PX[0], "Height the network runs at, pixels (depth is "
+                  "resized back to the frames).", low=32, high=MAX_IMAGE_SIDE_PX),
+    ParameterSpec("working_width", DEFAULT_WORKING_SIZE_PX[1], "Width the network runs at, pixels.",
+                  low=32, high=MAX_IMAGE_SIDE_PX),
+    ParameterSpec("min_depth_m", DEFAULT_MIN_DEPTH_M, "Depth below this is published as NaN, metres.",
+                  low=0.0, low_open=True, high=MAX_FOCUS_DISTANCE_M, dynamic=True),
+    ParameterSpec("max_depth_m", DEFAULT_MAX_DEPTH_M, "Depth above this is published as NaN, metres.",
+                  low=0.0, low_open=True, high=MAX_FOCUS_DISTANCE_M, dynamic=True),
+    ParameterSpec("confidence_threshold", DEFAULT_CONFIDENCE_THRESHOLD, "Depth whose confidence is below this is "
+                  "published as NaN.", low=0.0, high=1.0, dynamic=True),
+    ParameterSpec("publish_cloud", True, "Publish depth/points.", dynamic=True),
+    ParameterSpec("cloud_decimation", 1, "Keep every n-th row and column in depth/points.", low=1, high=64,
+                  dynamic=True),
+    ParameterSpec("reliable_qos", True, "Reliable keep-last delivery of stacks and outputs (see nodes/qos.py)."),
+)
+
+
 class DepthFusionNode(Node):
-    """Thin ROS wrapper around core.fusion.DepthFusion."""
+    """Thin ROS wrapper around core.depth.fusion.DepthFusion."""
 
     def __init__(self, **node_kwargs) -> None:
         super().__init__("depth_fusion_node", **node_kwargs)
-        self.declare_parameter("backend", "focus_measure")
-        self.declare_parameter("device", "auto")
-        self.declare_parameter("checkpoint_path", "")
-        self.declare_parameter("relative_weights_path", "")
-        self.declare_parameter("relative_encoder", "vits")
-        self.declare_parameter("relative_version", 1)
-        self.declare_parameter("dfv_weights_path", "")
-        self.declare_parameter("precision", "fp32")
-        self.declare_parameter("relative_input", "reference")
-        self.declare_parameter("alignment", "least_squares")
-        self.declare_parameter("metric_branch", "dfv")
-        self.declare_parameter("working_height", 480)
-        self.declare_parameter("working_width", 640)
-        self.declare_parameter("min_depth_m", 0.1)
-        self.declare_parameter("max_depth_m", 10.0)
-        self.declare_parameter("confidence_threshold", 0.5)
-        self.declare_parameter("publish_cloud", True)
-        self.declare_parameter("cloud_decimation", 1)
-        self.declare_parameter("reliable_qos", True)
+        values = declare_parameters(self, FUSION_PARAMETERS)
+        self._backend_name, backend = self._create_backend(values)
+        self._fusion = self._fusion_with(backend, values)
+        self._publish_cloud = bool(values["publish_cloud"])
+        self._cloud_decimation = int(values["cloud_decimation"])
+        ParameterUpdates(self, FUSION_PARAMETERS, values, self._apply_parameters, self._fusion_settings_problem)
 
-        self._backend_name, backend = self._create_backend()
-        self._fusion = DepthFusion(
-            backend=backend,
-            min_depth_m=self._param("min_depth_m"),
-            max_depth_m=self._param("max_depth_m"),
-            confidence_threshold=self._param("confidence_threshold"),
-        )
-        self._publish_cloud = bool(self._param("publish_cloud"))
-        self._cloud_decimation = int(self._param("cloud_decimation"))
-        if self._cloud_decimation < 1:
-            raise ValueError(f"cloud_decimation must be >= 1, got {self._cloud_decimation}")
-
-        reliable = bool(self._param("reliable_qos"))
+        reliable = bool(values["reliable_qos"])
         output_qos = stream_qos(reliable)
         self._depth_pub = self.create_publisher(Image, "depth/image_rect", output_qos)
         self._confidence_pub = self.create_publisher(Image, "depth/confidence", output_qos)
@@ -91,26 +117,49 @@ class DepthFusionNode(Node):
             f"depth fusion ready: backend={self._backend_name} on {getattr(backend, 'device', 'cpu')}"
         )
 
-    def _param(self, name: str):
-        return self.get_parameter(name).value
+    @staticmethod
+    def _fusion_with(backend, values) -> DepthFusion:
+        return DepthFusion(
+            backend=backend,
+            min_depth_m=values["min_depth_m"],
+            max_depth_m=values["max_depth_m"],
+            confidence_threshold=values["confidence_threshold"],
+        )
 
-    def _create_backend(self):
+    def _fusion_settings_problem(self, values) -> str | None:
+        """Why the combined depth range and threshold cannot be used (e.g. min >= max), or None."""
+        try:
+            self._fusion_with(self._fusion.backend, values)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    def _apply_parameters(self, changes: dict) -> None:
+        """Run-time changes, already validated: masks, cloud on/off and decimation apply from the next stack."""
+        masks = {k: v for k, v in changes.items() if k in ("min_depth_m", "max_depth_m", "confidence_threshold")}
+        if masks:
+            self._fusion = dataclasses.replace(self._fusion, **masks)
+        if "publish_cloud" in changes:
+            self._publish_cloud = bool(changes["publish_cloud"])
+        if "cloud_decimation" in changes:
+            self._cloud_decimation = int(changes["cloud_decimation"])
+        self.get_logger().info(f"parameters changed: {changes}")
+
+    def _create_backend(self, values: dict):
         """The configured backend, or the weight-free one by the registry's fallback policy (said once)."""
         hybriddepth_options = {
-            "checkpoint_path": self._param("checkpoint_path") or None,
-            "relative_weights_path": self._param("relative_weights_path") or None,
-            "relative_encoder": self._param("relative_encoder"),
-            "relative_version": int(self._param("relative_version")),
-            "dfv_weights_path": self._param("dfv_weights_path") or None,
-            "precision": self._param("precision"),
-            "relative_input": self._param("relative_input"),
-            "alignment": self._param("alignment"),
-            "metric_branch": self._param("metric_branch"),
-            "working_size": (int(self._param("working_height")), int(self._param("working_width"))),
+            "checkpoint_path": values["checkpoint_path"] or None,
+            "relative_weights_path": values["relative_weights_path"] or None,
+            "relative_encoder": values["relative_encoder"],
+            "relative_version": int(values["relative_version"]),
+            "dfv_weights_path": values["dfv_weights_path"] or None,
+            "precision": values["precision"],
+            "relative_input": values["relative_input"],
+            "alignment": values["alignment"],
+            "metric_branch": values["metric_branch"],
+            "working_size": (int(values["working_height"]), int(values["working_width"])),
         }
-        choice = choose_depth_backend(
-            self._param("backend"), self._param("device"), {"hybriddepth": hybriddepth_options}
-        )
+        choice = choose_depth_backend(values["backend"], values["device"], {"hybriddepth": hybriddepth_options})
         if choice.fallback_reason:
             log = self.get_logger().error if choice.fallback_is_error else self.get_logger().warning
             log(f"backend '{choice.requested}': {choice.fallback_reason}")

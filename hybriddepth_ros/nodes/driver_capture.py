@@ -31,7 +31,7 @@ from hybriddepth_ros.msg import FocusState
 
 from ..core.stack.camera import CameraIntrinsics
 from ..core.capture.base import CaptureBackend, CaptureError
-from ..core.stack.focal_stack import FocalStack
+from ..core.stack.focal_stack import FocalStack, FocalStackError
 from ..core.capture.time_sync import ApproximatePairer
 from ..core.stack.message_decoding import stamp_to_ns
 from . import conversions
@@ -221,16 +221,16 @@ class DriverCapture(CaptureBackend):
 
     def _finished_stack(self, frames: list[_Frame]) -> FocalStack:
         """The stack sorted by reached focus (near to far); the nearest frame is the reference."""
-        frames = sorted(frames, key=lambda frame: frame.reached_focus_m)
-        images = np.stack([frame.rgb for frame in frames])
-        return FocalStack(
-            frames=images,
-            focus_distances_m=np.array([frame.reached_focus_m for frame in frames], dtype=np.float64),
-            intrinsics=self._intrinsics_for(width=images.shape[2], height=images.shape[1]),
-            reference_index=0,
-            registered=False,
-            stamp_s=frames[0].stamp_ns * 1e-9,
-        )
+        height_px, width_px = frames[0].rgb.shape[:2]
+        try:
+            return FocalStack.from_frames(
+                [frame.rgb for frame in frames],
+                [frame.reached_focus_m for frame in frames],
+                self._intrinsics_for(width=width_px, height=height_px),
+                stamps_s=[frame.stamp_ns * 1e-9 for frame in frames],
+            )
+        except FocalStackError as exc:
+            raise CaptureError(f"the driver's sweep is not a usable stack: {exc}") from exc
 
     def _intrinsics_for(self, width: int, height: int) -> CameraIntrinsics:
         """The driver's CameraInfo when it has a calibration, else the configured intrinsics at this size."""

@@ -11,24 +11,62 @@ import sys
 import time
 import traceback
 
-from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
 from hybriddepth_ros.msg import FocalStack as FocalStackMsg
 
-from ..core.capture.base import CaptureBackend, CaptureError
-from ..core.stack.focal_stack import FocalStackError, diopter_sweep, validate_focus_distances
+from ..core.capture import CAPTURE_BACKENDS
+from ..core.capture.base import MAX_SWEEP_RATE_HZ, CaptureBackend, CaptureError
+from ..core.stack.focal_stack import (
+    DEFAULT_FRAME_ID,
+    MAX_FOCUS_DISTANCE_M,
+    MAX_FRAMES,
+    MAX_IMAGE_SIDE_PX,
+    MIN_FOCUS_DISTANCE_M,
+    FocalStackError,
+    diopter_sweep,
+    validate_focus_distances,
+)
 from . import conversions
 from .qos import stream_qos
 from .run import run_node
 from .diagnostics import SWEEP_DIAGNOSTIC_NAME, ERROR, OK, WARN, DiagnosticReporter
-from .capture_backends import create_capture_backend, declare_capture_parameters
+from .capture_backends import CAPTURE_PARAMETERS, create_capture_backend
+from .parameters import UNSET_DOUBLE_ARRAY, ConfigurationError, ParameterSpec, ParameterUpdates, declare_parameters, not_empty
 
 DIAGNOSTIC_NAME = SWEEP_DIAGNOSTIC_NAME
 # Backends that drive the lens to the configured sweep; the others read focus from their input.
 COMMANDED_FOCUS_BACKENDS = ("simulated", "v4l2", "driver")
+
+
+def _focus_list_problem(distances_m: list[float]) -> str | None:
+    try:
+        validate_focus_distances(distances_m, expected_count=None)
+    except FocalStackError as exc:
+        return f"focus_distances_m: {exc}"
+    return None
+
+
+SWEEP_PARAMETERS = (
+    ParameterSpec("backend", "simulated", "Capture backend.", choices=CAPTURE_BACKENDS),
+    ParameterSpec("focus_distances_m", UNSET_DOUBLE_ARRAY,
+                  "Explicit sweep, metres, strictly increasing; when set it replaces focus_near_m/far_m/count.",
+                  low=MIN_FOCUS_DISTANCE_M, high=MAX_FOCUS_DISTANCE_M, check=_focus_list_problem),
+    ParameterSpec("focus_near_m", 0.3, "Nearest focus distance of the sweep, metres.",
+                  low=MIN_FOCUS_DISTANCE_M, high=MAX_FOCUS_DISTANCE_M),
+    ParameterSpec("focus_far_m", 5.0, "Farthest focus distance of the sweep, metres.",
+                  low=MIN_FOCUS_DISTANCE_M, high=MAX_FOCUS_DISTANCE_M),
+    ParameterSpec("focus_count", 10, "Focus distances from near to far, evenly spaced in diopters.", low=2, high=MAX_FRAMES),
+    ParameterSpec("width", 640, "Frame width the camera delivers (frames are resized to it), pixels.",
+                  low=8, high=MAX_IMAGE_SIDE_PX),
+    ParameterSpec("height", 480, "Frame height, pixels.", low=8, high=MAX_IMAGE_SIDE_PX),
+    ParameterSpec("rate_hz", 0.5, "Sweeps per second.", low=0.0, low_open=True, high=MAX_SWEEP_RATE_HZ, dynamic=True),
+    ParameterSpec("frame_id", DEFAULT_FRAME_ID, "Camera optical frame of the stacks (REP 103).",
+                  check=not_empty("frame_id")),
+    ParameterSpec("reliable_qos", True, "Reliable keep-last delivery of the multi-megabyte stacks (see nodes/qos.py)."),
+    *CAPTURE_PARAMETERS,
+)
 
 
 class FocusSweepNode(Node):
@@ -36,29 +74,11 @@ class FocusSweepNode(Node):
 
     def __init__(self, **node_kwargs) -> None:
         super().__init__("focus_sweep_node", **node_kwargs)
-        self.declare_parameter("backend", "simulated")
-        self.declare_parameter("focus_distances_m", Parameter.Type.DOUBLE_ARRAY)
-        self.declare_parameter("focus_near_m", 0.3)
-        self.declare_parameter("focus_far_m", 5.0)
-        self.declare_parameter("focus_count", 10)
-        self.declare_parameter("width", 320)
-        self.declare_parameter("height", 240)
-        self.declare_parameter("rate_hz", 1.0)
-        self.declare_parameter("frame_id", "camera_optical_frame")
-        self.declare_parameter("reliable_qos", True)
-        declare_capture_parameters(self)
-
-        self.focus_distances_m = self._sweep_distances()
-        self.frame_id = self.get_parameter("frame_id").value
-        if not self.frame_id:
-            raise ValueError("frame_id must not be empty")
-        rate_hz = float(self.get_parameter("rate_hz").value)
-        if not rate_hz > 0:
-            raise ValueError(f"rate_hz must be > 0, got {rate_hz}")
-        self.backend: CaptureBackend = create_capture_backend(
-            self, self.get_parameter("backend").value, self.focus_distances_m
-        )
-        output_qos = stream_qos(bool(self.get_parameter("reliable_qos").value))
+        values = declare_parameters(self, SWEEP_PARAMETERS)
+        self.focus_distances_m = self._sweep_distances(values)
+        self.frame_id = values["frame_id"]
+        self.backend: CaptureBackend = create_capture_backend(self, values["backend"], self.focus_distances_m)
+        output_qos = stream_qos(bool(values["reliable_qos"]))
         self._publisher = self.create_publisher(FocalStackMsg, "focal_stack", output_qos)
         # A simulated camera knows the true depth: published for evaluation (tools.demo).
         self._truth_publisher = (
@@ -68,30 +88,34 @@ class FocusSweepNode(Node):
         )
         self._diagnostics = DiagnosticReporter(self, DIAGNOSTIC_NAME)
         self.stacks_published = 0
-        self.create_timer(1.0 / rate_hz, self._sweep_once)
+        self._timer = self.create_timer(1.0 / values["rate_hz"], self._sweep_once)
+        ParameterUpdates(self, SWEEP_PARAMETERS, values, self._apply_parameters)
         sweep = (
             f"focus distances (m)={[round(d, 4) for d in self.focus_distances_m]}"
             if self.backend.name in COMMANDED_FOCUS_BACKENDS
             else "focus distances from the input"
         )
-        self.get_logger().info(f"focus sweep ready: backend={self.backend.name}, {sweep}, rate={rate_hz} Hz")
+        self.get_logger().info(
+            f"focus sweep ready: backend={self.backend.name}, {sweep}, rate={values['rate_hz']} Hz"
+        )
 
-    def _sweep_distances(self) -> list[float]:
+    def _apply_parameters(self, changes: dict) -> None:
+        """Run-time changes (validated against SWEEP_PARAMETERS): the sweep rate."""
+        if "rate_hz" in changes:
+            self._timer.cancel()
+            self.destroy_timer(self._timer)
+            self._timer = self.create_timer(1.0 / changes["rate_hz"], self._sweep_once)
+            self.get_logger().info(f"sweep rate now {changes['rate_hz']} Hz")
+
+    @staticmethod
+    def _sweep_distances(values: dict) -> list[float]:
         """Explicit `focus_distances_m`, else `focus_count` steps near..far, even in diopters."""
+        if values["focus_distances_m"]:
+            return [float(d) for d in values["focus_distances_m"]]
         try:
-            explicit = self.get_parameter("focus_distances_m").value
-        except ParameterUninitializedException:  # declared without a default: not set
-            explicit = None
-        if explicit:
-            try:
-                return validate_focus_distances(list(explicit), expected_count=None).tolist()
-            except FocalStackError as exc:
-                raise ValueError(f"focus_distances_m: {exc}") from exc
-        return diopter_sweep(
-            float(self.get_parameter("focus_near_m").value),
-            float(self.get_parameter("focus_far_m").value),
-            int(self.get_parameter("focus_count").value),
-        ).tolist()
+            return diopter_sweep(values["focus_near_m"], values["focus_far_m"], values["focus_count"]).tolist()
+        except ValueError as exc:
+            raise ConfigurationError(f"focus_near_m/focus_far_m/focus_count: {exc}") from exc
 
     def _sweep_once(self) -> None:
         started = time.monotonic()
@@ -109,12 +133,6 @@ class FocusSweepNode(Node):
             self._report_waiting()
             return
         stack.frame_id = self.frame_id
-        try:
-            stack.validate()
-        except FocalStackError as exc:
-            self._diagnostics.report(ERROR, f"backend produced an unusable stack: {exc}", {})
-            self.get_logger().error(f"backend produced an unusable stack: {exc}")
-            return
         duration_s = time.monotonic() - started
         msg = conversions.focal_stack_to_msg(stack, FocalStackMsg, duration_s)
         self._publisher.publish(msg)

@@ -7,6 +7,7 @@ from typing import Callable
 
 import rclpy
 import rclpy.executors
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 
 
@@ -15,7 +16,7 @@ def run_node(create_node: Callable[[], Node], name: str, configuration_errors: t
     rclpy.init(args=args)
     try:
         node = create_node()
-    except configuration_errors as exc:
+    except (*configuration_errors, InvalidParameterTypeException, InvalidParameterValueException) as exc:
         print(f"{name}: bad configuration: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2

@@ -7,6 +7,10 @@ import abc
 from ..stack.focal_stack import FocalStack
 
 
+MAX_SWEEP_RATE_HZ = 60.0
+"""Sweeps per second at most: a 120 fps camera sweeping two frames."""
+
+
 class CaptureError(RuntimeError):
     """A sweep failed (camera gone, unreadable file, bad client data); the sweep node logs it and retries."""
 

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..stack.camera import CameraIntrinsics
-from ..stack.focal_stack import FocalStack, FocalStackError
+from ..stack.focal_stack import DEFAULT_FRAME_ID, FocalStack, FocalStackError
 from .base import CaptureBackend, CaptureError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
@@ -60,8 +60,8 @@ class DirectoryCapture(CaptureBackend):
     Intrinsics: `intrinsics` for the files' native size (rescaled to the output
     size) or, without it, a centred pinhole with square pixels and the given
     horizontal field of view (the 70 deg default is a rough phone main camera).
-    Stacks are registered=False unless `register` is set, in which case they
-    are aligned here with register_stack(motion=`registration_motion`).
+    Stacks come back registered=False: the fusion step aligns them (the one
+    place stacks are registered).
     Decoded stacks are cached per folder, so loops do not decode JPEGs again.
     """
 
@@ -75,9 +75,7 @@ class DirectoryCapture(CaptureBackend):
         horizontal_fov_deg: float = 70.0,
         intrinsics: CameraIntrinsics | None = None,
         loop: bool = False,
-        register: bool = False,
-        registration_motion: str = "homography",
-        frame_id: str = "camera_optical_frame",
+        frame_id: str = DEFAULT_FRAME_ID,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -85,8 +83,11 @@ class DirectoryCapture(CaptureBackend):
         for label, value in (("width_px", width_px), ("height_px", height_px)):
             if value is not None and value < 8:
                 raise CaptureError(f"{label} must be >= 8, got {value}")
-        if intrinsics is None and not 0.0 < horizontal_fov_deg < 180.0:
-            raise CaptureError(f"horizontal_fov_deg must be in (0, 180), got {horizontal_fov_deg}")
+        if intrinsics is None:
+            try:
+                CameraIntrinsics.from_horizontal_fov(horizontal_fov_deg, 8, 8)
+            except ValueError as exc:
+                raise CaptureError(str(exc)) from None
         if list_stack_images(self.root):
             self.stack_folders = [self.root]
         else:
@@ -98,8 +99,6 @@ class DirectoryCapture(CaptureBackend):
         self.horizontal_fov_deg = horizontal_fov_deg
         self.intrinsics = intrinsics
         self.loop = loop
-        self.register = register
-        self.registration_motion = registration_motion
         self.frame_id = frame_id
         self._next_index = 0
         self._cache: dict[Path, FocalStack] = {}
@@ -116,20 +115,11 @@ class DirectoryCapture(CaptureBackend):
         return replace(self._cache[folder], stamp_s=time.time())
 
     def load_stack(self, folder: Path) -> FocalStack:
-        """Read, sort, resize (and register if configured) the stack in `folder`."""
+        """Read, sort near to far and resize the stack in `folder`; CaptureError naming the file or folder."""
         paths = list_stack_images(folder)
         if len(paths) < 2:
             raise CaptureError(f"{folder}: a focal stack needs at least 2 images, found {len(paths)}")
         distances_m = [focus_distance_from_name(p) for p in paths]
-        order = np.argsort(distances_m, kind="stable")
-        paths = [paths[i] for i in order]
-        distances_m = np.array(distances_m)[order]
-        repeated = [
-            f"{paths[i - 1].name} and {paths[i].name} at {distances_m[i]:g} m"
-            for i in range(1, len(paths)) if distances_m[i] == distances_m[i - 1]
-        ]
-        if repeated:
-            raise CaptureError(f"{folder}: duplicate focus distances: {'; '.join(repeated)}")
         frames = [self._read_rgb(p) for p in paths]
         native_height, native_width = frames[0].shape[:2]
         for path, frame in zip(paths, frames):
@@ -141,23 +131,13 @@ class DirectoryCapture(CaptureBackend):
         width, height = self._output_size(native_width, native_height)
         if (width, height) != (native_width, native_height):
             frames = [cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames]
-        stack = FocalStack(
-            frames=np.stack(frames),
-            focus_distances_m=distances_m,
-            intrinsics=self._native_intrinsics(native_width, native_height).scaled(width, height),
-            reference_index=0,
-            registered=False,
-            frame_id=self.frame_id,
-        )
         try:
-            stack.validate()
-            if self.register:
-                from ..stack.registration import register_stack
-
-                stack = register_stack(stack, self.registration_motion).stack
+            return FocalStack.from_frames(
+                frames, distances_m, self._native_intrinsics(native_width, native_height).scaled(width, height),
+                frame_id=self.frame_id,
+            )
         except FocalStackError as exc:
             raise CaptureError(f"{folder}: {exc}") from exc
-        return stack
 
     def _read_rgb(self, path: Path) -> np.ndarray:
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -177,7 +157,4 @@ class DirectoryCapture(CaptureBackend):
     def _native_intrinsics(self, width: int, height: int) -> CameraIntrinsics:
         if self.intrinsics is not None:
             return self.intrinsics
-        focal_px = (width / 2.0) / math.tan(math.radians(self.horizontal_fov_deg) / 2.0)
-        return CameraIntrinsics(
-            fx=focal_px, fy=focal_px, cx=(width - 1) / 2.0, cy=(height - 1) / 2.0, width=width, height=height
-        )
+        return CameraIntrinsics.from_horizontal_fov(self.horizontal_fov_deg, width, height)

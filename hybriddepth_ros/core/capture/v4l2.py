@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from ..stack.camera import CameraIntrinsics
-from ..stack.focal_stack import FocalStack, validate_focus_distances
+from ..stack.focal_stack import DEFAULT_FRAME_ID, FocalStack, validate_focus_distances
 from .base import CaptureBackend, CaptureError
 
 _LOG = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class V4L2Capture(CaptureBackend):
         settle_frames: int = 3,
         settle_time_s: float = 0.0,
         frame_size_px: tuple[int, int] | None = None,
-        frame_id: str = "camera_optical_frame",
+        frame_id: str = DEFAULT_FRAME_ID,
         manual_exposure_mode: float = 1.0,
         reconnect_initial_delay_s: float = 0.5,
         reconnect_max_delay_s: float = 30.0,
@@ -232,14 +232,8 @@ class V4L2Capture(CaptureBackend):
             for prop, value in saved_auto_modes:
                 capture.set(prop, value)
         height_px, width_px = frames.shape[1:3]
-        return FocalStack(
-            frames=frames,
-            focus_distances_m=self.focus_distances_m.copy(),
-            intrinsics=self.intrinsics.scaled(width_px, height_px),
-            reference_index=0,
-            registered=False,
-            stamp_s=stamp_s,
-            frame_id=self.frame_id,
+        return FocalStack.from_frames(
+            frames, self.focus_distances_m, self.intrinsics.scaled(width_px, height_px), stamp_s, self.frame_id
         )
 
     def _lock_exposure_and_white_balance(self, capture: VideoCaptureLike) -> list[tuple[int, float]]:

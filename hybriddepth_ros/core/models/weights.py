@@ -62,11 +62,31 @@ def load_weights(module: nn.Module, path: str | Path, ignore_prefixes: tuple[str
     return module
 
 
-def _torch_load(path: Path):
-    """The package's only torch.load: weights_only (tensors and plain containers), on the CPU."""
+def read_training_state(path: str | Path, required: tuple[str, ...]) -> dict:
+    """A training resume file: its weights under 'state_dict' and its other top-level entries, which must
+    include `required` (read by `read_state_dict`, weights_only like every weight file)."""
+    path = Path(path)
+    entries: dict = {}
+    state = read_state_dict(path, other_entries=entries)
+    missing = [key for key in required if key != "state_dict" and key not in entries]
+    if missing:
+        raise WeightsError(
+            f"{path}: not a resumable training state: no {', '.join(missing)} "
+            f"(found [{_listed(sorted(['state_dict', *map(str, entries)]))}])"
+        )
+    return {"state_dict": state, **entries}
+
+
+def read_state_dict(path: str | Path, other_entries: dict | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a weight file, keys as saved (less a DataParallel prefix): the package's only torch.load.
+
+    `other_entries`, when given, receives the file's top-level entries beside a
+    'state_dict' (a resume file's optimizer state and progress: plain containers).
+    """
+    path = Path(path)
     _check_readable_file(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... depending on the damage
         if "weights only load failed" in str(exc).lower():
             raise WeightsError(
@@ -78,26 +98,8 @@ def _torch_load(path: Path):
             f"{path}: not a readable torch file (truncated download or another file type): "
             f"{type(exc).__name__}: {exc}"
         ) from None
-
-
-def read_training_state(path: str | Path, required: tuple[str, ...]) -> dict:
-    """The whole top-level dict of a training resume file (weights_only), which must hold the `required` keys."""
-    path = Path(path)
-    loaded = _torch_load(path)
-    if not isinstance(loaded, Mapping):
-        raise WeightsError(f"{path}: not a training state (a {type(loaded).__name__}, not a dict)")
-    missing = [key for key in required if key not in loaded]
-    if missing:
-        raise WeightsError(
-            f"{path}: not a resumable training state: no {', '.join(missing)} (found [{_listed(sorted(map(str, loaded)))}])"
-        )
-    return dict(loaded)
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a weight file, keys as saved (less a DataParallel prefix)."""
-    path = Path(path)
-    loaded = _torch_load(path)
+    if other_entries is not None and isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
+        other_entries.update({str(k): v for k, v in loaded.items() if k != "state_dict"})
     for key in NESTING_KEYS:
         if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
             loaded = loaded[key]

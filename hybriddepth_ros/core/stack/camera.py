@@ -45,6 +45,16 @@ class CameraIntrinsics:
         )
 
     @staticmethod
+    def from_horizontal_fov(horizontal_fov_deg: float, width: int, height: int) -> "CameraIntrinsics":
+        """A centred pinhole with square pixels and this horizontal field of view (a camera without calibration)."""
+        if not 0.0 < horizontal_fov_deg < 180.0:
+            raise ValueError(f"horizontal field of view must be in (0, 180) degrees, got {horizontal_fov_deg}")
+        focal_px = (width / 2.0) / math.tan(math.radians(horizontal_fov_deg) / 2.0)
+        return CameraIntrinsics(
+            fx=focal_px, fy=focal_px, cx=(width - 1) / 2.0, cy=(height - 1) / 2.0, width=width, height=height
+        )
+
+    @staticmethod
     def from_lens(lens: "ThinLens", width: int, height: int) -> "CameraIntrinsics":
         """Intrinsics implied by a thin lens on a sensor of square pixels, centred."""
         f_px = lens.focal_length_m / lens.pixel_pitch_m

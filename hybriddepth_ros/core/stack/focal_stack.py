@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .camera import CameraIntrinsics
+
+DEFAULT_FRAME_ID = "camera_optical_frame"
+
+# What a real variable-focus camera can produce; anything beyond is a configuration or input error.
+MAX_FRAMES = 64
+"""Frames per stack: sweeps of 5-10 frames are usual; 64 at 640x480 is already 59 MB of RGB."""
+MAX_IMAGE_SIDE_PX = 8192
+"""Longest image side: 8K video; phone photos (4080x3072) are resized below it."""
+MIN_FOCUS_DISTANCE_M = 0.01
+"""Nearest focus: macro lenses focus from about 1 cm."""
+MAX_FOCUS_DISTANCE_M = 1000.0
+"""Farthest focus: beyond a few hundred metres every lens is at infinity focus."""
 
 
 class FocalStackError(ValueError):
@@ -32,9 +45,46 @@ class FocalStack:
     reference_index: int = 0
     registered: bool = True
     stamp_s: float = 0.0
-    frame_id: str = "camera_optical_frame"
+    frame_id: str = DEFAULT_FRAME_ID
     valid_mask: np.ndarray | None = field(default=None)
     """Optional (H, W) bool: pixels that every registered frame covers."""
+
+    @classmethod
+    def from_frames(
+        cls,
+        frames: Sequence[np.ndarray],
+        focus_distances_m: Sequence[float],
+        intrinsics: CameraIntrinsics,
+        stamps_s: Sequence[float] | float = 0.0,
+        frame_id: str = DEFAULT_FRAME_ID,
+    ) -> "FocalStack":
+        """The stack of captured frames in any order: sorted near to far, validated, not yet registered.
+
+        The one way a capture backend turns frames into a stack. The nearest-focus
+        frame is the reference (the reference implementation registers to it), and
+        `stamp_s` is its capture time when `stamps_s` gives one per frame.
+        Raises FocalStackError naming the first problem (mixed sizes, bad distances...).
+        """
+        distances_m = np.asarray(focus_distances_m, dtype=np.float64).reshape(-1)
+        if len(frames) != distances_m.size:
+            raise FocalStackError(f"{len(frames)} frames but {distances_m.size} focus distances")
+        if len(frames) == 0:
+            raise FocalStackError("a focal stack needs at least 2 frames, got 0")
+        shapes = [np.shape(frame) for frame in frames]
+        for index, shape in enumerate(shapes):
+            if shape != shapes[0]:
+                raise FocalStackError(f"frame {index} is {shape}, frame 0 is {shapes[0]}: frames differ in size")
+        order = np.argsort(distances_m, kind="stable")
+        stamp_s = float(stamps_s) if np.ndim(stamps_s) == 0 else float(np.asarray(stamps_s, dtype=np.float64)[order[0]])
+        return cls(
+            frames=np.stack([np.asarray(frames[i]) for i in order]),
+            focus_distances_m=distances_m[order],
+            intrinsics=intrinsics,
+            reference_index=0,
+            registered=False,
+            stamp_s=stamp_s,
+            frame_id=frame_id,
+        ).validate()
 
     @property
     def num_frames(self) -> int:

@@ -4,7 +4,7 @@ Everything here reads attributes only (`msg.encoding`, `msg.data`, `msg.k`,
 `msg.header.stamp.sec`...), so it decodes rclpy messages in the nodes and the
 dataclasses that the `rosbags` library deserialises from bag files alike: a bag
 is read with exactly the rules the fusion node applies to a live topic.
-nodes/conversions.py re-exports these names and adds cv_bridge where a ROS
+nodes/conversions/ re-exports these names and adds cv_bridge where a ROS
 install has it.
 """
 
@@ -121,8 +121,10 @@ def stamp_to_ns(stamp) -> int:
 
 
 def focal_stack_from_msg(msg, decode_image: Callable[[object], np.ndarray] = image_to_rgb8_numpy) -> FocalStack:
-    """Core FocalStack from a hybriddepth_ros/FocalStack message; ConversionError/FocalStackError say why not.
+    """Core FocalStack from a hybriddepth_ros/FocalStack message; ConversionError says why not.
 
+    Only what the conversion needs is checked here (frame count, sizes and
+    encodings); the stack itself is validated by DepthFusion, the one place.
     `decode_image` turns one frame into (H, W, 3) uint8 RGB (the nodes pass cv_bridge's when installed).
     """
     if len(msg.frames) == 0:
@@ -141,7 +143,7 @@ def focal_stack_from_msg(msg, decode_image: Callable[[object], np.ndarray] = ima
             raise ConversionError(f"frame {index} is '{frame.encoding}', frame 0 is '{first.encoding}'")
     intrinsics = camera_info_to_intrinsics(msg.camera_info)
     frames = np.stack([decode_image(frame) for frame in msg.frames])
-    stack = FocalStack(
+    return FocalStack(
         frames=frames,
         focus_distances_m=np.asarray(msg.focus_distances, dtype=np.float64),
         intrinsics=intrinsics,
@@ -150,4 +152,3 @@ def focal_stack_from_msg(msg, decode_image: Callable[[object], np.ndarray] = ima
         stamp_s=stamp_to_seconds(msg.header.stamp),
         frame_id=msg.header.frame_id,
     )
-    return stack.validate()

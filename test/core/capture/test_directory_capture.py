@@ -11,6 +11,8 @@ import pytest
 from hybriddepth_ros.core.stack.camera import CameraIntrinsics
 from hybriddepth_ros.core.capture.base import CaptureError
 from hybriddepth_ros.core.capture.directory import DirectoryCapture
+from hybriddepth_ros.core.depth.focus_measure import FocusMeasureBackend
+from hybriddepth_ros.core.depth.fusion import DepthFusion
 from support import PIXEL_STACK
 from support.stacks import textured_image
 
@@ -70,12 +72,14 @@ def test_resize_keeps_aspect_with_one_side_and_scales_given_intrinsics(tmp_path)
     assert exact.intrinsics.fy == pytest.approx(110.0 * 40 / HEIGHT)
 
 
-def test_register_option_aligns_inside_the_backend(tmp_path):
+def test_stacks_come_unregistered_and_fusion_aligns_them(tmp_path):
     scene = textured_image(HEIGHT * 2 + 20, WIDTH * 2 + 20, seed=4).astype(np.uint8)
     for shift_px, distance in ((0, "0.5"), (3, "0.7"), (6, "0.9")):
         crop = scene[10 + shift_px:10 + shift_px + 2 * HEIGHT, 10:10 + 2 * WIDTH]
         assert cv2.imwrite(str(tmp_path / f"img_{distance}.png"), crop)
-    stack = DirectoryCapture(tmp_path, register=True).capture_stack()
+    captured = DirectoryCapture(tmp_path).capture_stack()
+    assert captured.registered is False and captured.valid_mask is None
+    stack = DepthFusion(FocusMeasureBackend(device="cpu")).process(captured).stack
     assert stack.registered is True and stack.valid_mask is not None
     assert not stack.valid_mask[0].any() and stack.valid_mask[-1].all(), "later frames see lower scene rows"
     interior = np.s_[10:-5, 5:-5]
@@ -90,7 +94,7 @@ def test_register_option_aligns_inside_the_backend(tmp_path):
         ([("image_1_0.5.png", 1), ("0.9.png", 2)], "no focus distance"),
         ([("image_1_0.5.png", 1), ("image_2_far.png", 2)], "no focus distance"),
         ([("image_1_0.5.png", 1), ("image_2_-1.png", 2)], "not a positive number"),
-        ([("image_1_0.8.png", 1), ("image_2_0.80.png", 2)], "duplicate focus distances"),
+        ([("image_1_0.8.png", 1), ("image_2_0.80.png", 2)], "duplicated focus distances"),
     ],
 )
 def test_bad_names_are_capture_errors(tmp_path, files, message):
