@@ -161,9 +161,7 @@ class RosbagRecording(DepthDataset):
         except (ConversionError, FocalStackError) as exc:
             raise DatasetError(f"{source}: {exc}") from None
         depth_m = depth_to_stack_size(depth_m, stack.height, stack.width, source)
-        valid = finite_positive(depth_m)
-        if self.max_depth_m is not None:
-            valid &= depth_m <= self.max_depth_m
+        valid = finite_positive(depth_m, self.max_depth_m)
         return DepthSample(name=str(stack_entry.stamp_ns), depth_m=depth_m, valid_mask=valid, stack=stack)
 
     def describe(self) -> str:

@@ -137,9 +137,7 @@ class RecordingFolders(DepthDataset):
             frame_id=str(info.get("frame_id", stack.frame_id)),
         )
         depth_m = read_ground_truth(folder / GROUND_TRUTH_FILE, stack.height, stack.width)
-        valid = finite_positive(depth_m)
-        if self.max_depth_m is not None:
-            valid &= depth_m <= self.max_depth_m
+        valid = finite_positive(depth_m, self.max_depth_m)
         name = folder.name if folder != self.root else self.root.name
         return DepthSample(name=name, depth_m=depth_m, valid_mask=valid, stack=stack)
 

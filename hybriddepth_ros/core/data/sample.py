@@ -81,10 +81,11 @@ class ScoringSpace:
 METRES = ScoringSpace("depth", "m")
 
 
-def finite_positive(depth_m: np.ndarray) -> np.ndarray:
-    """The default valid-pixel rule: ground truth is finite and > 0."""
+def finite_positive(depth_m: np.ndarray, max_depth_m: float | None = None) -> np.ndarray:
+    """The default valid-pixel rule: ground truth is finite and > 0 (and <= max_depth_m, a depth camera's range)."""
     with np.errstate(invalid="ignore"):
-        return np.isfinite(depth_m) & (depth_m > 0)
+        valid = np.isfinite(depth_m) & (depth_m > 0)
+        return valid & (depth_m <= max_depth_m) if max_depth_m is not None else valid
 
 
 class DepthDataset(abc.ABC):
