@@ -405,8 +405,8 @@ class PhoneBridge:
 
         glibc keeps the freed buffers of multi-megabyte messages for reuse: 20
         clients sending 8 MiB messages with a wrong token left the bridge's
-        process 63 MB larger for good; trimmed, it went back to its size before
-        (tools/soak.py-style probe, see the hardening report).
+        process 63 MB larger for good; trimmed, 0 MB (`python -m
+        hybriddepth_ros.tools.probe_phone_bridge --probes unauthenticated`).
         """
         if self._trim_scheduled or _MALLOC_TRIM is None:
             return
