@@ -144,3 +144,5 @@ def test_evictions_name_the_owner_and_the_stack_stays_closed():
     assembler.expire_stale()
     assert {e.stack_id for e in assembler.take_evictions()} == {"a2", "c1"}
     assert assembler.pending_stacks == 0 and assembler.held_pixels == 0
+    assembler.add_frame(*frame("b1"), owner=phone_b)  # long after its eviction, the id may be used again
+    assert assembler.pending_stacks == 1

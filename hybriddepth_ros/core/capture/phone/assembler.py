@@ -128,7 +128,8 @@ class StackAssembler:
         self._pending: dict[str, PartialStack] = {}
         self._completed: collections.deque[FocalStack] = collections.deque()
         self._held_pixels = 0
-        self._evicted_ids: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._evicted_ids: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
+        """Recently evicted stack ids: (why, when); their late frames must not reopen them."""
         self._evictions: list[Eviction] = []
         self.stacks_completed = 0
         self.stacks_evicted = 0
@@ -168,11 +169,11 @@ class StackAssembler:
         """
         with self._lock:
             now = self._clock()
-            if frame.stack_id in self._evicted_ids:
+            evicted = self._evicted_ids.get(frame.stack_id)
+            if evicted is not None and now - evicted[1] <= self.stack_timeout_s:
                 raise frame.rejected(
                     "stack_evicted",
-                    f"stack {frame.stack_id!r} was dropped ({self._evicted_ids[frame.stack_id]}); "
-                    "resend the sweep under a new stack_id",
+                    f"stack {frame.stack_id!r} was dropped ({evicted[0]}); resend the sweep under a new stack_id",
                 )
             partial = self._pending.get(frame.stack_id)
             if partial is not None:
@@ -301,7 +302,8 @@ class StackAssembler:
     def _evict(self, stack_id: str, reason: str) -> None:
         partial = self._pending.pop(stack_id)
         self._held_pixels -= partial.held_pixels
-        self._evicted_ids[stack_id] = reason
+        self._evicted_ids[stack_id] = (reason, self._clock())
+        self._evicted_ids.move_to_end(stack_id)
         while len(self._evicted_ids) > _REMEMBERED_EVICTIONS:
             self._evicted_ids.popitem(last=False)
         self.stacks_evicted += 1

@@ -64,8 +64,9 @@ Limits:
   evicts its own least recently active one; a new stack when every slot is
   taken evicts one without a frame for `stack_timeout_s`, or else is refused
   as `busy`. Stacks without a frame for `stack_timeout_s` are dropped anyway.
-  The owner of a dropped stack is sent `stack_evicted`, and later frames of
-  that stack id are refused the same way: resend the sweep under a new id.
+  The owner of a dropped stack is sent `stack_evicted`, and frames of that
+  stack id within the next `stack_timeout_s` are refused the same way (they
+  must not reopen it half empty): resend the sweep under a new id.
 - At most `max_completed_stacks` completed stacks wait for the consumer; a new
   one drops the oldest.
 - Intrinsics of a stack: those of its first frame (by index) that carries
