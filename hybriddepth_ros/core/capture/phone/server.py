@@ -10,9 +10,10 @@ message being handled plus one more (`max_queue=1`), each at most
 `max_message_bytes`, and at most `max_clients` connections exist; a message is
 parsed only once its raw text carries the token. Decoded frames are bounded by
 `max_decoded_pixels` (3 bytes each), checked on the JPEG header before
-decoding. Decoding runs in the event loop (one frame at a time; a 12.5 MP phone
-JPEG takes ~0.4 s on the 2-core CI machine), which keeps decoder warnings apart
-from log lines (image_decode.py).
+decoding. Decoding runs in the event loop, one frame at a time (decode_rgb of a
+12.5 MP JPEG of ../shared/data/pixel6pro_stack: 0.43 s on the shared 2-core
+development machine), which keeps decoder warnings apart from log lines
+(image_decode.py).
 
 Every refusal is counted (`counters`); `PhoneCapture` reports them through
 `diagnostic_values()` and `new_problems()`, which the sweep node publishes on
