@@ -97,9 +97,12 @@ def test_a_damaged_weight_file_leaves_the_node_up_on_the_weight_free_backend(
     assert UNPICKLED_CALLS == []
 
 
-def test_a_relative_branch_file_without_a_dff_branch_says_what_is_missing(ros_context, files, capfd):
-    rig = FusionRig(ros_context, backend="hybriddepth", relative_weights_path=files["relative"])
+@pytest.mark.parametrize("parameter, words", [
+    ("relative_weights_path", "is the relative branch only: the DFF branch needs dfv_weights_path or checkpoint_path"),
+    ("dfv_weights_path", "is the DFF branch only: the relative branch needs relative_weights_path or checkpoint_path"),
+])
+def test_one_branch_file_alone_says_what_is_missing(ros_context, files, capfd, parameter, words):
+    rig = FusionRig(ros_context, backend="hybriddepth", **{parameter: files["relative"]})
     assert rig.node._backend_name == "focus_measure"
     logged = capfd.readouterr().err
-    assert f"relative_weights_path {files['relative']} is the relative branch only" in logged
-    assert "dfv_weights_path or checkpoint_path" in logged and "none given" not in logged
+    assert f"{parameter} {files['relative']} {words}" in logged and "no weights given" not in logged

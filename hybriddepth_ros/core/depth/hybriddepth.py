@@ -110,6 +110,11 @@ class HybridDepthBackend(DepthBackend):
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         has_metric_branch = bool(checkpoint_path or dfv_weights_path or model is not None) or metric_branch == "focus_measure"
+        if dfv_weights_path and not (checkpoint_path or relative_weights_path or model is not None):
+            raise MissingWeightsError(
+                f"dfv_weights_path {dfv_weights_path} is the DFF branch only: the relative branch needs "
+                "relative_weights_path or checkpoint_path; it never runs with untrained weights"
+            )
         if not (checkpoint_path or relative_weights_path or model is not None):
             raise MissingWeightsError(
                 "no weights given: the hybriddepth backend needs checkpoint_path (an official HybridDepth .ckpt), "
