@@ -12,10 +12,20 @@ from rclpy.node import Node
 
 from ..core.capture import CAPTURE_BACKENDS
 from ..core.capture.base import CaptureBackend
-from ..core.capture.phone.protocol import DEFAULT_PORT
+from ..core.capture.directory import DEFAULT_CACHE_BYTES
+from ..core.capture.phone import protocol as phone
 from ..core.stack.camera import CameraIntrinsics
-from ..core.stack.focal_stack import MAX_IMAGE_SIDE_PX
+from ..core.stack.focal_stack import MAX_FRAMES, MAX_IMAGE_SIDE_PX
 from .parameters import ParameterSpec, not_empty
+
+_MIB = 1024 * 1024
+
+
+
+def _token_problem(token: str) -> str | None:
+    problem = token and phone.token_problem(token)
+    return f"phone.token: {problem}" if problem else None
+
 
 CAPTURE_PARAMETERS = (
     ParameterSpec("camera.horizontal_fov_deg", 70.0,
@@ -42,11 +52,44 @@ CAPTURE_PARAMETERS = (
     ParameterSpec("directory.path", "", "A focal-stack folder (focus in metres = last _ field of each file name), "
                   "or a folder of such folders (required)."),
     ParameterSpec("directory.loop", True, "Start again after the last stack folder."),
-    ParameterSpec("phone.host", "127.0.0.1", "Address the phone bridge listens on.", check=not_empty("phone.host")),
-    ParameterSpec("phone.port", DEFAULT_PORT, "TCP port of the phone bridge; 0 binds a free one.", low=0, high=65535),
-    ParameterSpec("phone.token", "", "Shared secret every phone message carries (required)."),
-    ParameterSpec("phone.max_message_bytes", 8 * 1024 * 1024, "Largest WebSocket message accepted, bytes.",
-                  low=1024, high=256 * 1024 * 1024),
+    ParameterSpec("directory.cache_mib", DEFAULT_CACHE_BYTES // _MIB,
+                  "Decoded stacks kept for replay loops, MiB (least recently used dropped first); 0: none.",
+                  low=0, high=64 * 1024),
+    ParameterSpec("phone.host", "127.0.0.1", "Address the phone bridge listens on; anything but loopback needs "
+                  "phone.certfile/keyfile, or the token travels in clear text (warned).",
+                  check=not_empty("phone.host")),
+    ParameterSpec("phone.port", phone.DEFAULT_PORT, "TCP port of the phone bridge; 0 binds a free one.",
+                  low=0, high=65535),
+    ParameterSpec("phone.token", "", "Shared secret every phone message carries (required; printable, without "
+                  "quotes or backslashes).", check=_token_problem),
+    ParameterSpec("phone.certfile", "", "PEM certificate (chain) for wss://; with phone.keyfile. Empty: ws://."),
+    ParameterSpec("phone.keyfile", "", "PEM private key of phone.certfile."),
+    ParameterSpec("phone.max_message_bytes", phone.DEFAULT_MAX_MESSAGE_BYTES,
+                  "Largest WebSocket message accepted (refused before it is read, authenticated or not), bytes.",
+                  low=1024, high=256 * _MIB),
+    ParameterSpec("phone.max_frame_pixels", phone.DEFAULT_MAX_FRAME_PIXELS,
+                  "Largest frame, pixels, checked on the JPEG header before decoding.",
+                  low=64, high=MAX_IMAGE_SIDE_PX * MAX_IMAGE_SIDE_PX),
+    ParameterSpec("phone.max_decoded_pixels", phone.DEFAULT_MAX_DECODED_PIXELS,
+                  "Decoded pixels the bridge holds at most in partial and completed stacks (3 bytes each); "
+                  "at least 2 x phone.max_frame_pixels.", low=128, high=4_000_000_000),
+    ParameterSpec("phone.max_frames_per_stack", phone.DEFAULT_MAX_FRAMES_PER_STACK, "Largest `count` of a stack.",
+                  low=2, high=MAX_FRAMES),
+    ParameterSpec("phone.max_clients", phone.DEFAULT_MAX_CLIENTS,
+                  "Connections at once; more are refused in the handshake (HTTP 503).", low=1, high=1024),
+    ParameterSpec("phone.max_pending_stacks", phone.DEFAULT_MAX_PENDING_STACKS,
+                  "Partial stacks assembled at once; a new one beyond is refused as busy.", low=1, high=1024),
+    ParameterSpec("phone.max_stacks_per_client", phone.DEFAULT_MAX_STACKS_PER_CLIENT,
+                  "Partial stacks one connection may own; starting one more evicts its oldest (it is told).",
+                  low=1, high=1024),
+    ParameterSpec("phone.max_completed_stacks", phone.DEFAULT_MAX_COMPLETED_STACKS,
+                  "Completed stacks waiting for the sweep timer; a new one drops the oldest.", low=1, high=64),
+    ParameterSpec("phone.stack_timeout_s", phone.DEFAULT_STACK_TIMEOUT_S,
+                  "A partial stack without a frame for this long is dropped (its owner is told), seconds.",
+                  low=0.0, low_open=True, high=3600.0),
+    ParameterSpec("phone.auth_timeout_s", phone.DEFAULT_AUTH_TIMEOUT_S,
+                  "A connection without an authenticated message after this long is closed, seconds.",
+                  low=0.0, low_open=True, high=600.0),
     ParameterSpec("driver.image_topic", "image_raw", "Images of the camera driver.", check=not_empty("driver.image_topic")),
     ParameterSpec("driver.focus_command_topic", "focus/command", "std_msgs/Float32 focus commands, metres.",
                   check=not_empty("driver.focus_command_topic")),
@@ -66,14 +109,23 @@ CAPTURE_PARAMETERS = (
 
 
 def configured_intrinsics(node: Node, width: int, height: int) -> CameraIntrinsics:
-    """`camera.fx/fy/cx/cy` when fx > 0, else a centred pinhole from `camera.horizontal_fov_deg`."""
+    """`camera.fx/fy/cx/cy` when fx > 0, else a centred pinhole from `camera.horizontal_fov_deg`.
+
+    ValueError (a configuration error) when they are not those of a real camera at width x height.
+    """
     value = lambda name: float(node.get_parameter(name).value)  # noqa: E731
     if value("camera.fx") > 0:
-        return CameraIntrinsics(
+        intrinsics = CameraIntrinsics(
             fx=value("camera.fx"), fy=value("camera.fy") or value("camera.fx"),
             cx=value("camera.cx"), cy=value("camera.cy"), width=width, height=height,
         )
-    return CameraIntrinsics.from_horizontal_fov(value("camera.horizontal_fov_deg"), width, height)
+    else:
+        intrinsics = CameraIntrinsics.from_horizontal_fov(value("camera.horizontal_fov_deg"), width, height)
+    try:
+        intrinsics.validate()
+    except ValueError as exc:
+        raise ValueError(f"camera.fx/fy/cx/cy at width x height {width}x{height}: {exc}") from None
+    return intrinsics
 
 
 def create_capture_backend(node: Node, name: str, focus_distances_m: list[float]) -> CaptureBackend:
@@ -123,6 +175,7 @@ def create_capture_backend(node: Node, name: str, focus_distances_m: list[float]
             horizontal_fov_deg=float(value("camera.horizontal_fov_deg")),
             intrinsics=configured_intrinsics(node, width, height) if value("camera.fx") > 0 else None,
             loop=bool(value("directory.loop")),
+            max_cache_bytes=int(value("directory.cache_mib")) * _MIB,
         )
     if name == "phone":
         from ..core.capture.phone.server import PhoneCapture
@@ -133,7 +186,14 @@ def create_capture_backend(node: Node, name: str, focus_distances_m: list[float]
             token=value("phone.token"),
             host=value("phone.host"),
             port=int(value("phone.port")),
-            max_message_bytes=int(value("phone.max_message_bytes")),
+            certfile=value("phone.certfile") or None,
+            keyfile=value("phone.keyfile") or None,
+            intrinsics=configured_intrinsics(node, width, height),
+            **{option: int(value(f"phone.{option}")) for option in (
+                "max_message_bytes", "max_frame_pixels", "max_decoded_pixels", "max_frames_per_stack",
+                "max_clients", "max_pending_stacks", "max_stacks_per_client", "max_completed_stacks")},
+            stack_timeout_s=float(value("phone.stack_timeout_s")),
+            auth_timeout_s=float(value("phone.auth_timeout_s")),
         )
     if name == "driver":
         from .driver_capture import DriverCapture

@@ -139,14 +139,20 @@ class FocusSweepNode(Node):
         if self._truth_publisher is not None:
             self._truth_publisher.publish(conversions.float_image(self.backend.ground_truth_depth_m, msg.header))
         self.stacks_published += 1
+        problems = self.backend.new_problems()
         self._diagnostics.report(
-            OK,
-            "stack published",
-            {"frames": str(stack.num_frames), "sweep_s": f"{duration_s:.3f}", "backend": self.backend.name},
+            WARN if problems else OK,
+            f"stack published; {problems}" if problems else "stack published",
+            {"frames": str(stack.num_frames), "sweep_s": f"{duration_s:.3f}", "backend": self.backend.name,
+             **self.backend.diagnostic_values()},
         )
 
     def _report_waiting(self) -> None:
-        """A backend that reconnects (v4l2) says why no stack came: a WARN diagnostic."""
+        """A backend that refused input (phone) or reconnects (v4l2) says so: a WARN diagnostic."""
+        problems = self.backend.new_problems()
+        if problems:
+            self._diagnostics.report(WARN, problems, self.backend.diagnostic_values())
+            return
         status = getattr(self.backend, "status", None)
         if status is None or getattr(status, "connected", True):
             return

@@ -139,6 +139,8 @@ def _bad_stacks(good):
         ("count mismatch", variant(set_focus(distances[:-1])), "focus distances"),
         ("missing intrinsics", variant(lambda m: setattr(m.camera_info, "k", [0.0] * 9)), "intrinsics"),
         ("zero focal length", variant(lambda m: m.camera_info.k.__setitem__(0, 0.0)), "intrinsics"),
+        ("focal length 1e-30 px", variant(lambda m: m.camera_info.k.__setitem__(0, 1e-30)), "field of view"),
+        ("focus at 1e-30 m", variant(set_focus([1e-30] + distances[1:])), "within 0.01..1000 m"),
     ]
 
 

@@ -234,14 +234,22 @@ def test_phone_recording_replays_into_fusion_with_registration_borders_unknown(r
     np.testing.assert_allclose(depth_m[known], raw_depth_m[known], rtol=1e-6)
 
 
-@pytest.mark.parametrize("bad_file,words", [
-    ("notes.png", "no focus distance in the name"),
-    ("img_3_2.0.png", "unreadable image file"),
+def truncated_jpeg() -> bytes:
+    """A 64x48 textured JPEG cut to 60 % (OpenCV 4 decodes it with grey rows)."""
+    ok, jpeg = cv2.imencode(".jpg", np.random.default_rng(5).integers(0, 256, (48, 64, 3), np.uint8))
+    assert ok
+    return jpeg.tobytes()[: int(jpeg.size * 0.6)]
+
+
+@pytest.mark.parametrize("bad_file,content,words", [
+    ("notes.png", b"not an image", "no focus distance in the name"),
+    ("img_3_2.0.png", b"not an image", "unreadable image file"),
+    ("img_3_2.0.jpg", truncated_jpeg(), "unreadable image file"),
 ])
-def test_broken_directory_is_an_error_diagnostic_not_a_crash(ros_context, tmp_path, bad_file, words):
+def test_broken_directory_is_an_error_diagnostic_not_a_crash(ros_context, tmp_path, bad_file, content, words):
     folder = tmp_path / "stack"
     write_stack_folder(folder, {"img_1": 0.5, "img_2": 1.0})
-    (folder / bad_file).write_bytes(b"not an image")
+    (folder / bad_file).write_bytes(content)
     rig = SweepRig(ros_context, backend="directory", width=32, height=24, rate_hz=20.0,
                    **{"directory.path": str(folder)})
     # Spinning re-raises any exception from the node's callbacks: two failed sweeps in a row
@@ -320,6 +328,36 @@ def test_phone_with_wrong_token_is_refused_and_nothing_published(ros_context):
             assert closed.value.rcvd.code == 1008
     rig.spin_until(lambda: False, 1.0)
     assert rig.stacks == [] and rig.node.stacks_published == 0
+
+
+def test_phone_refusals_reach_diagnostics_and_configured_intrinsics_apply(ros_context):
+    """Refused messages are a WARN status with counters; frames without intrinsics get camera.* scaled."""
+    rig = SweepRig(ros_context, backend="phone", rate_hz=20.0, width=128, height=96,
+                   **{"phone.port": 0, "phone.token": "secret", "camera.fx": 100.0, "camera.cx": 63.5,
+                      "camera.cy": 47.5})
+    port = rig.node.backend.bridge.port
+    diopters = [1.0, 2.0]
+    with websockets_sync.connect(f"ws://127.0.0.1:{port}/", open_timeout=5.0) as client:
+        for index, (d, rgb) in enumerate(zip(diopters, phone_frames(diopters))):
+            message = json.loads(phone_message("secret", index, 2, d, rgb))
+            for field in PHONE_INTRINSICS_PX:
+                del message[field]
+            client.send(json.dumps({**message, "focus_diopters": -1.0}))
+            assert json.loads(client.recv(timeout=5.0))["code"] == "bad_field"
+            client.send(json.dumps(message))
+            assert json.loads(client.recv(timeout=5.0))["type"] in ("ack", "stack_complete")
+
+    def warned():
+        return [status for status in rig.statuses(level=DiagnosticStatus.WARN) if "bad_field x" in status.message]
+
+    assert rig.spin_until(lambda: rig.stacks and warned(), 10.0), [s.message for s in rig.statuses()]
+    values = {kv.key: kv.value for status in warned() for kv in status.values}
+    assert values["phone.refused.bad_field"] in ("1", "2") and values["phone.url"].startswith("ws://127.0.0.1:")
+    counts = [int(status.message.split("bad_field x")[1].split(")")[0]) for status in warned()]
+    assert sum(counts) == 2, "each refusal is reported once"
+    info = rig.stacks[0].camera_info
+    assert (info.width, info.height) == PHONE_SIZE_PX
+    np.testing.assert_allclose([info.k[0], info.k[4], info.k[2], info.k[5]], [50.0, 50.0, 31.5, 23.5])
 
 
 # --- configuration -----------------------------------------------------------------------------

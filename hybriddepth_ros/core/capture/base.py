@@ -31,5 +31,16 @@ class CaptureBackend(abc.ABC):
     def capture_stack(self) -> FocalStack | None:
         """Run (or collect) one sweep."""
 
+    def diagnostic_values(self) -> dict[str, str]:
+        """Counters the sweep node adds to its /diagnostics status (e.g. the phone bridge's refusals)."""
+        return {}
+
+    def new_problems(self) -> str | None:
+        """What went wrong since the last call without failing a sweep (e.g. refused phone messages), or None.
+
+        The sweep node publishes it as a WARN diagnostic, so every refusal reaches /diagnostics once.
+        """
+        return None
+
     def close(self) -> None:
         """Release the camera, sockets or files. Default: nothing to release."""

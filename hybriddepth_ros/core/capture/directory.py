@@ -4,10 +4,18 @@ File naming: the focus distance in metres is the last `_` field of the file
 stem, e.g. `image_3_0.80.jpg` was focused at 0.80 m (the layout of phone
 captures such as ../shared/data/pixel6pro_stack). Other files in the folder
 (no image extension, hidden) are ignored.
+
+A damaged file (a JPEG cut short or with garbage inside, which OpenCV would
+decode with grey rows) fails the stack with a CaptureError naming the file
+(image_decode.py), so it is reported as an ERROR and never published. Memory
+stays bounded: at most MAX_FRAMES files per stack, each at most
+MAX_IMAGE_FILE_BYTES and MAX_IMAGE_SIDE_PX squared pixels, resized as soon as
+it is decoded, and decoded stacks cached up to `max_cache_bytes`.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 import time
 from dataclasses import replace
@@ -17,10 +25,15 @@ import cv2
 import numpy as np
 
 from ..stack.camera import CameraIntrinsics
-from ..stack.focal_stack import DEFAULT_FRAME_ID, FocalStack, FocalStackError
+from ..stack.focal_stack import DEFAULT_FRAME_ID, MAX_FRAMES, MAX_IMAGE_SIDE_PX, FocalStack, FocalStackError
 from .base import CaptureBackend, CaptureError
+from .image_decode import ImageDecodeError, decode_rgb
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+MAX_IMAGE_FILE_BYTES = 256 * 1024 * 1024
+"""Largest image file read: an uncompressed 8192x8192 RGB BMP is 201 MB."""
+DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
+"""Decoded stacks kept for replay loops: 58 stacks of ten 640x480 frames."""
 
 
 def focus_distance_from_name(path: Path) -> float:
@@ -39,10 +52,14 @@ def focus_distance_from_name(path: Path) -> float:
 
 
 def list_stack_images(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
+    """The image files of a stack folder, sorted by name; CaptureError when the folder cannot be listed."""
+    try:
+        return sorted(
+            p for p in folder.iterdir()
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        )
+    except OSError as exc:
+        raise CaptureError(f"{folder}: cannot list the folder: {exc.strerror or exc}") from None
 
 
 class DirectoryCapture(CaptureBackend):
@@ -62,7 +79,8 @@ class DirectoryCapture(CaptureBackend):
     horizontal field of view (the 70 deg default is a rough phone main camera).
     Stacks come back registered=False: the fusion step aligns them (the one
     place stacks are registered).
-    Decoded stacks are cached per folder, so loops do not decode JPEGs again.
+    Decoded stacks are cached per folder, least recently used dropped first
+    beyond `max_cache_bytes` (0: no cache), so loops do not decode JPEGs again.
     """
 
     name = "directory"
@@ -76,13 +94,16 @@ class DirectoryCapture(CaptureBackend):
         intrinsics: CameraIntrinsics | None = None,
         loop: bool = False,
         frame_id: str = DEFAULT_FRAME_ID,
+        max_cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise CaptureError(f"stack directory {self.root} does not exist")
         for label, value in (("width_px", width_px), ("height_px", height_px)):
-            if value is not None and value < 8:
-                raise CaptureError(f"{label} must be >= 8, got {value}")
+            if value is not None and not 8 <= value <= MAX_IMAGE_SIDE_PX:
+                raise CaptureError(f"{label} must be in 8..{MAX_IMAGE_SIDE_PX}, got {value}")
+        if max_cache_bytes < 0:
+            raise CaptureError(f"max_cache_bytes must be >= 0, got {max_cache_bytes}")
         if intrinsics is None:
             try:
                 CameraIntrinsics.from_horizontal_fov(horizontal_fov_deg, 8, 8)
@@ -91,7 +112,11 @@ class DirectoryCapture(CaptureBackend):
         if list_stack_images(self.root):
             self.stack_folders = [self.root]
         else:
-            self.stack_folders = sorted(p for p in self.root.iterdir() if p.is_dir() and list_stack_images(p))
+            try:
+                subfolders = sorted(p for p in self.root.iterdir() if p.is_dir())
+            except OSError as exc:
+                raise CaptureError(f"{self.root}: cannot list the folder: {exc.strerror or exc}") from None
+            self.stack_folders = [p for p in subfolders if list_stack_images(p)]
         if not self.stack_folders:
             raise CaptureError(f"{self.root} holds no images and no subfolders with images")
         self.width_px = width_px
@@ -100,8 +125,9 @@ class DirectoryCapture(CaptureBackend):
         self.intrinsics = intrinsics
         self.loop = loop
         self.frame_id = frame_id
+        self.max_cache_bytes = max_cache_bytes
         self._next_index = 0
-        self._cache: dict[Path, FocalStack] = {}
+        self._cache: collections.OrderedDict[Path, FocalStack] = collections.OrderedDict()
 
     def capture_stack(self) -> FocalStack | None:
         if self._next_index >= len(self.stack_folders):
@@ -110,27 +136,45 @@ class DirectoryCapture(CaptureBackend):
             self._next_index = 0
         folder = self.stack_folders[self._next_index]
         self._next_index += 1
-        if folder not in self._cache:
-            self._cache[folder] = self.load_stack(folder)
-        return replace(self._cache[folder], stamp_s=time.time())
+        stack = self._cache.get(folder)
+        if stack is None:
+            stack = self.load_stack(folder)
+            self._remember(folder, stack)
+        else:
+            self._cache.move_to_end(folder)
+        return replace(stack, stamp_s=time.time())
+
+    def _remember(self, folder: Path, stack: FocalStack) -> None:
+        if stack.frames.nbytes > self.max_cache_bytes:
+            return
+        self._cache[folder] = stack
+        while sum(s.frames.nbytes for s in self._cache.values()) > self.max_cache_bytes:
+            self._cache.popitem(last=False)
 
     def load_stack(self, folder: Path) -> FocalStack:
         """Read, sort near to far and resize the stack in `folder`; CaptureError naming the file or folder."""
         paths = list_stack_images(folder)
         if len(paths) < 2:
             raise CaptureError(f"{folder}: a focal stack needs at least 2 images, found {len(paths)}")
+        if len(paths) > MAX_FRAMES:
+            raise CaptureError(f"{folder}: a focal stack holds at most {MAX_FRAMES} images, found {len(paths)}")
         distances_m = [focus_distance_from_name(p) for p in paths]
-        frames = [self._read_rgb(p) for p in paths]
-        native_height, native_width = frames[0].shape[:2]
-        for path, frame in zip(paths, frames):
-            if frame.shape[:2] != (native_height, native_width):
+        frames = []
+        native_size = output_size = None
+        for path in paths:  # each frame resized as soon as it is decoded: one native-size frame at a time
+            frame = self._read_rgb(path)
+            size = (frame.shape[1], frame.shape[0])
+            if native_size is None:
+                native_size, output_size = size, self._output_size(*size)
+            elif size != native_size:
                 raise CaptureError(
-                    f"{folder}: mixed image sizes, {path.name} is {frame.shape[1]}x{frame.shape[0]} "
-                    f"but {paths[0].name} is {native_width}x{native_height}"
+                    f"{folder}: mixed image sizes, {path.name} is {size[0]}x{size[1]} "
+                    f"but {paths[0].name} is {native_size[0]}x{native_size[1]}"
                 )
-        width, height = self._output_size(native_width, native_height)
-        if (width, height) != (native_width, native_height):
-            frames = [cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames]
+            if output_size != native_size:
+                frame = cv2.resize(frame, output_size, interpolation=cv2.INTER_AREA)
+            frames.append(frame)
+        (native_width, native_height), (width, height) = native_size, output_size
         try:
             return FocalStack.from_frames(
                 frames, distances_m, self._native_intrinsics(native_width, native_height).scaled(width, height),
@@ -139,11 +183,20 @@ class DirectoryCapture(CaptureBackend):
         except FocalStackError as exc:
             raise CaptureError(f"{folder}: {exc}") from exc
 
-    def _read_rgb(self, path: Path) -> np.ndarray:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise CaptureError(f"{path}: unreadable image file")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    @staticmethod
+    def _read_rgb(path: Path) -> np.ndarray:
+        """The file's pixels; CaptureError naming the file when it is unreadable, too large or damaged."""
+        try:
+            size_bytes = path.stat().st_size
+            if size_bytes > MAX_IMAGE_FILE_BYTES:
+                raise CaptureError(f"{path}: {size_bytes} bytes, larger than the {MAX_IMAGE_FILE_BYTES} of an image")
+            data = path.read_bytes()
+        except OSError as exc:
+            raise CaptureError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
+        try:
+            return decode_rgb(data, max_pixels=MAX_IMAGE_SIDE_PX * MAX_IMAGE_SIDE_PX)
+        except ImageDecodeError as exc:
+            raise CaptureError(f"{path}: unreadable image file: {exc}") from None
 
     def _output_size(self, native_width: int, native_height: int) -> tuple[int, int]:
         if self.width_px is not None and self.height_px is not None:

@@ -120,10 +120,21 @@ class HybridDepthBackend(DepthBackend):
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         has_metric_branch = bool(checkpoint_path or dfv_weights_path or model is not None) or metric_branch == "focus_measure"
-        if not (checkpoint_path or relative_weights_path or model is not None) or not has_metric_branch:
+        if dfv_weights_path and not (checkpoint_path or relative_weights_path or model is not None):
             raise MissingWeightsError(
-                "the hybriddepth backend needs checkpoint_path (an official HybridDepth .ckpt), or "
-                "relative_weights_path plus dfv_weights_path or metric_branch 'focus_measure'; "
+                f"dfv_weights_path {dfv_weights_path} is the DFF branch only: the relative branch needs "
+                "relative_weights_path or checkpoint_path; it never runs with untrained weights"
+            )
+        if not (checkpoint_path or relative_weights_path or model is not None):
+            raise MissingWeightsError(
+                "no weights given: the hybriddepth backend needs checkpoint_path (an official HybridDepth .ckpt), "
+                "or relative_weights_path plus dfv_weights_path or metric_branch 'focus_measure'; "
+                "it never runs with untrained weights"
+            )
+        if not has_metric_branch:
+            raise MissingWeightsError(
+                f"relative_weights_path {relative_weights_path} is the relative branch only: the DFF branch needs "
+                "dfv_weights_path or checkpoint_path, or metric_branch 'focus_measure'; "
                 "it never runs with untrained weights"
             )
         if self.device.type == "cuda":

@@ -70,7 +70,7 @@ def choose_depth_backend(
     try:
         return BackendChoice(create_depth_backend(name, device, **options.get(name, {})), name)
     except MissingWeightsError as exc:
-        reason, is_error = f"{exc}; none given", False
+        reason, is_error = str(exc), False
     except WeightsError as exc:
         reason, is_error = f"cannot use the weights: {exc}", True
     fallback = create_depth_backend(WEIGHT_FREE_BACKEND, device, **options.get(WEIGHT_FREE_BACKEND, {}))

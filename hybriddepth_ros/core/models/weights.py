@@ -88,6 +88,12 @@ def read_state_dict(path: str | Path, other_entries: dict | None = None) -> dict
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... depending on the damage
+        head = _file_head(path)
+        if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip (torch >= 1.6) or a pickle
+            raise WeightsError(
+                f"{path}: not a torch weight file: it starts with {head!r} (a web page or another format "
+                "saved under this name?)"
+            ) from None
         if "weights only load failed" in str(exc).lower():
             raise WeightsError(
                 f"{path}: refused: the file holds pickled objects other than tensors and plain containers, "
@@ -96,7 +102,7 @@ def read_state_dict(path: str | Path, other_entries: dict | None = None) -> dict
             ) from None
         raise WeightsError(
             f"{path}: not a readable torch file (truncated download or another file type): "
-            f"{type(exc).__name__}: {exc}"
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
         ) from None
     if other_entries is not None and isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
         other_entries.update({str(k): v for k, v in loaded.items() if k != "state_dict"})
@@ -167,6 +173,11 @@ def _check_readable_file(path: Path) -> None:
         raise WeightsError(f"{path}: empty file (0 bytes)")
     if not os.access(path, os.R_OK):
         raise WeightsError(f"{path}: no permission to read it")
+
+
+def _file_head(path: Path) -> bytes:
+    with open(path, "rb") as file:
+        return file.read(8)
 
 
 def _for_module(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -5,6 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+MIN_FIELD_OF_VIEW_DEG = 0.1
+"""Narrowest field of view along an image axis: a 5 m focal length on a phone-size (9.8 mm) sensor."""
+MAX_FIELD_OF_VIEW_DEG = 179.0
+"""Widest field of view a pinhole (rectified) image can have: beyond it fx, fy -> 0 and points -> infinity."""
+
 
 @dataclass(frozen=True)
 class CameraIntrinsics:
@@ -21,7 +26,13 @@ class CameraIntrinsics:
     height: int
 
     def validate(self) -> None:
-        """Raise ValueError when the intrinsics cannot back-project pixels."""
+        """Raise ValueError when the intrinsics are not those of a real camera.
+
+        Beyond finite and positive: each axis's field of view within
+        MIN_FIELD_OF_VIEW_DEG..MAX_FIELD_OF_VIEW_DEG (fx = 1e-30 px would put
+        cloud points at 1e31 m), and the principal point within one image size of
+        the image (a crop can move it out of the image, not further).
+        """
         for name in ("fx", "fy", "cx", "cy"):
             value = getattr(self, name)
             if not math.isfinite(value):
@@ -30,6 +41,20 @@ class CameraIntrinsics:
             raise ValueError(f"focal lengths must be > 0 pixels (fx={self.fx}, fy={self.fy})")
         if self.width <= 0 or self.height <= 0:
             raise ValueError(f"image size must be positive ({self.width}x{self.height})")
+        for name, focal_px, side_px, axis in (("fx", self.fx, self.width, "horizontal"),
+                                               ("fy", self.fy, self.height, "vertical")):
+            fov_deg = math.degrees(2.0 * math.atan(side_px / (2.0 * focal_px)))
+            if not MIN_FIELD_OF_VIEW_DEG - 1e-9 <= fov_deg <= MAX_FIELD_OF_VIEW_DEG + 1e-9:  # bounds inclusive
+                raise ValueError(
+                    f"{name}={focal_px:g} px gives a {fov_deg:.4g} deg {axis} field of view over {side_px} px; "
+                    f"a real camera has {MIN_FIELD_OF_VIEW_DEG:g}..{MAX_FIELD_OF_VIEW_DEG:g} deg"
+                )
+        for name, centre_px, side_px in (("cx", self.cx, self.width), ("cy", self.cy, self.height)):
+            if not -side_px <= centre_px <= 2 * side_px:
+                raise ValueError(
+                    f"principal point {name}={centre_px:g} px is more than one image size ({side_px} px) "
+                    "outside the image"
+                )
 
     def scaled(self, width: int, height: int) -> "CameraIntrinsics":
         """Intrinsics of the same camera after resizing the image to `width` x `height`."""

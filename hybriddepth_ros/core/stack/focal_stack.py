@@ -117,8 +117,14 @@ class FocalStack:
             )
         if frames.shape[0] < 2:
             raise FocalStackError(f"a focal stack needs at least 2 frames, got {frames.shape[0]}")
+        if frames.shape[0] > MAX_FRAMES:
+            raise FocalStackError(f"a focal stack holds at most {MAX_FRAMES} frames, got {frames.shape[0]}")
         if frames.shape[1] < 8 or frames.shape[2] < 8:
             raise FocalStackError(f"frames of {frames.shape[2]}x{frames.shape[1]} are too small")
+        if max(frames.shape[1], frames.shape[2]) > MAX_IMAGE_SIDE_PX:
+            raise FocalStackError(
+                f"frames of {frames.shape[2]}x{frames.shape[1]} exceed {MAX_IMAGE_SIDE_PX} px on a side"
+            )
         if not 0 <= self.reference_index < frames.shape[0]:
             raise FocalStackError(
                 f"reference_index {self.reference_index} outside 0..{frames.shape[0] - 1}"
@@ -140,16 +146,26 @@ class FocalStack:
 
 
 def validate_focus_distances(focus_distances_m, expected_count: int | None) -> np.ndarray:
-    """Check focus distances are finite, > 0 m and strictly increasing; return float64 array."""
+    """Check focus distances are finite, within what a lens can focus at and strictly increasing; float64 array.
+
+    At most MAX_FRAMES of them, each in MIN_FOCUS_DISTANCE_M..MAX_FOCUS_DISTANCE_M.
+    """
     distances = np.asarray(focus_distances_m, dtype=np.float64).reshape(-1)
     if distances.size == 0:
         raise FocalStackError("no focus distances")
     if expected_count is not None and distances.size != expected_count:
         raise FocalStackError(f"{distances.size} focus distances for {expected_count} frames")
+    if distances.size > MAX_FRAMES:
+        raise FocalStackError(f"at most {MAX_FRAMES} focus distances, got {distances.size}")
     if not np.all(np.isfinite(distances)):
         raise FocalStackError(f"focus distances must be finite, got {distances.tolist()}")
     if np.any(distances <= 0):
         raise FocalStackError(f"focus distances must be > 0 m, got {distances.tolist()}")
+    if np.any(distances < MIN_FOCUS_DISTANCE_M) or np.any(distances > MAX_FOCUS_DISTANCE_M):
+        raise FocalStackError(
+            f"focus distances must be within {MIN_FOCUS_DISTANCE_M:g}..{MAX_FOCUS_DISTANCE_M:g} m "
+            f"(what a lens can focus at), got {distances.tolist()}"
+        )
     steps = np.diff(distances)
     if np.any(steps == 0):
         raise FocalStackError(f"duplicated focus distances: {distances.tolist()}")
@@ -158,6 +174,7 @@ def validate_focus_distances(focus_distances_m, expected_count: int | None) -> n
             f"focus distances must be strictly increasing (near to far), got {distances.tolist()}"
         )
     return distances
+
 
 
 def diopter_sweep(near_m: float, far_m: float, count: int) -> np.ndarray:

@@ -11,6 +11,7 @@ import pytest
 from hybriddepth_ros.core.stack.camera import CameraIntrinsics
 from hybriddepth_ros.core.capture.base import CaptureError
 from hybriddepth_ros.core.capture.directory import DirectoryCapture
+from hybriddepth_ros.core.stack.focal_stack import MAX_FRAMES
 from hybriddepth_ros.core.depth.focus_measure import FocusMeasureBackend
 from hybriddepth_ros.core.depth.fusion import DepthFusion
 from support import PIXEL_STACK
@@ -134,3 +135,88 @@ def test_real_pixel_stack_loads_resized_with_scaled_intrinsics():
     assert stack.intrinsics.fx == pytest.approx(expected_fx, rel=1e-9)
     assert stack.intrinsics.fy == pytest.approx(expected_fx * 482 / 640 * 4080 / 3072, rel=1e-9)
     assert stack.registered is False and stack.reference_index == 0
+
+
+# --- fuzz: damaged, oversized and absurd files are errors naming the file, never grey frames ---------
+
+
+def encoded(extension: str, width: int = WIDTH, height: int = HEIGHT, seed: int = 0) -> bytes:
+    """A textured image file's bytes (texture makes damage visible to the decoder, as in a photo)."""
+    image = textured_image(height, width, seed=seed).astype(np.uint8)
+    ok, data = cv2.imencode(extension, np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image)
+    assert ok
+    return data.tobytes()
+
+
+def with_garbage(data: bytes, length: int = 300) -> bytes:
+    middle = len(data) // 2
+    garbage = np.random.default_rng(1).integers(0, 256, length, np.uint8).tobytes()
+    return data[:middle] + garbage + data[middle + length:]
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    data = bytearray(encoded(".png"))
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    return bytes(data)
+
+
+DAMAGED_FILES = {
+    "jpeg truncated to 60 %": ("image_2_0.9.jpg", lambda: encoded(".jpg")[: int(len(encoded(".jpg")) * 0.6)]),
+    "jpeg with garbage mid-file": ("image_2_0.9.jpg", lambda: with_garbage(encoded(".jpg"))),
+    "png truncated": ("image_2_0.9.png", lambda: encoded(".png")[: len(encoded(".png")) // 2]),
+    "png with garbage mid-file": ("image_2_0.9.png", lambda: with_garbage(encoded(".png"))),
+    "empty file": ("image_2_0.9.jpg", lambda: b""),
+    "png declaring 100000 x 100000 px": ("image_2_0.9.png", lambda: png_declaring(100_000, 100_000)),
+}
+
+
+@pytest.mark.parametrize("name, make", DAMAGED_FILES.values(), ids=list(DAMAGED_FILES))
+def test_a_damaged_file_fails_its_stack_and_the_next_stack_still_replays(tmp_path, name, make):
+    write_stack(tmp_path / "a_bad", [("image_1_0.5.png", 10)])
+    (tmp_path / "a_bad" / name).write_bytes(make())
+    write_stack(tmp_path / "b_good", [("image_1_0.5.png", 10), ("image_2_0.9.png", 20)])
+    capture = DirectoryCapture(tmp_path, loop=True)
+    for _ in range(2):  # refused again on the next loop: never cached, never published
+        with pytest.raises(CaptureError, match=rf"a_bad/{name}: unreadable image file"):
+            capture.capture_stack()
+        assert capture.capture_stack().num_frames == 2
+
+
+def test_damage_is_reported_from_the_decoder_not_guessed(tmp_path, capfd):
+    write_stack(tmp_path, [("image_1_0.5.png", 10)])
+    (tmp_path / "image_2_0.9.jpg").write_bytes(with_garbage(encoded(".jpg")))
+    with pytest.raises(CaptureError, match="damaged image data \\(decoder says: Corrupt JPEG data"):
+        DirectoryCapture(tmp_path).capture_stack()
+    assert "Corrupt JPEG data" in capfd.readouterr().err, "the decoder's own line still reaches stderr"
+
+
+def test_intact_jpegs_png_bmp_and_tiff_replay(tmp_path):
+    for index, extension in enumerate((".jpg", ".png", ".bmp", ".tiff")):
+        (tmp_path / f"image_{index}_{0.5 + index}{extension}").write_bytes(encoded(extension, seed=index))
+    assert DirectoryCapture(tmp_path).capture_stack().num_frames == 4
+
+
+@pytest.mark.parametrize(
+    "names, message",
+    [
+        ([f"image_{i}_{0.5 + 0.01 * i:.2f}.png" for i in range(MAX_FRAMES + 1)], f"at most {MAX_FRAMES} images"),
+        (["image_1_0.001.png", "image_2_0.5.png"], "within 0.01..1000 m"),
+        (["image_1_0.5.png", "image_2_5000.png"], "within 0.01..1000 m"),
+    ],
+)
+def test_absurd_stacks_are_refused(tmp_path, names, message):
+    for name in names:
+        (tmp_path / name).write_bytes(encoded(".png", 16, 12))
+    with pytest.raises(CaptureError, match=message):
+        DirectoryCapture(tmp_path).capture_stack()
+
+
+def test_the_decoded_stack_cache_is_bounded(tmp_path):
+    for scene in range(4):
+        write_stack(tmp_path / f"scene_{scene}", [("f_0.5.png", scene), ("f_0.9.png", scene + 1)])
+    stack_bytes = 2 * HEIGHT * WIDTH * 3
+    capture = DirectoryCapture(tmp_path, loop=True, max_cache_bytes=2 * stack_bytes)
+    for _ in range(8):
+        capture.capture_stack()
+        assert len(capture._cache) <= 2
+    assert len(DirectoryCapture(tmp_path, loop=True, max_cache_bytes=0)._cache) == 0

@@ -5,21 +5,9 @@ import torch
 from torch import nn
 
 from support.golden_fill import filled_state_dict
+from support.pickles import UNPICKLED_CALLS, Payload
 from hybriddepth_ros.core.models.weights import WeightsError, load_weights
 from hybriddepth_ros.core.models.hybriddepth import HybridDepthNet
-
-UNPICKLED_CALLS = []
-
-
-def record_unpickling():
-    UNPICKLED_CALLS.append("ran")
-
-
-class Payload:
-    """An arbitrary object whose unpickling would run code; weights_only loading must refuse it."""
-
-    def __reduce__(self):
-        return (record_unpickling, ())
 
 
 def small_net():
@@ -78,7 +66,7 @@ def test_truncated_file(tmp_path):
 def test_file_that_is_not_a_checkpoint(tmp_path):
     path = tmp_path / "notes.ckpt"
     path.write_text("this is a text file, not weights\n")
-    with pytest.raises(WeightsError, match=r"notes\.ckpt: not a readable torch file"):
+    with pytest.raises(WeightsError, match=r"notes\.ckpt: not a torch weight file: it starts with b'this is '"):
         load_weights(small_net(), path)
 
 
