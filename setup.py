@@ -13,7 +13,7 @@ setup(
         "torch>=2.1",
         "opencv-python-headless>=4.8",
         "pyyaml>=6",
-        "websockets>=12",
+        "websockets>=13",  # the phone backend: websockets.asyncio (checked at its start)
     ],
     entry_points={
         "console_scripts": [

@@ -4,6 +4,7 @@ exit 2, and an rclpy error while taking a message does not end a node (nodes/run
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -66,6 +67,22 @@ def test_a_type_mismatch_in_the_params_file_is_one_line_and_exit_2(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and "bad configuration" in lines[0] and "working_height" in lines[0], result.stderr
+
+
+def test_the_phone_backend_with_a_too_old_websockets_is_one_line_and_exit_2(tmp_path):
+    """Ubuntu 24.04's python3-websockets (10.4, as rosdep installs it) in front of the installed one."""
+    fake = tmp_path / "websockets_10_4"
+    (fake / "websockets").mkdir(parents=True)
+    (fake / "websockets" / "__init__.py").write_text("")
+    (fake / "websockets-10.4.dist-info").mkdir()
+    (fake / "websockets-10.4.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: websockets\nVersion: 10.4\n")
+    env = dict(os.environ, PYTHONPATH=f"{fake}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    result = subprocess.run(executable_path("focus_sweep_node") + ["--ros-args", "-p", "backend:=phone", "-p",
+                                                                     "phone.token:=secret"],
+                            capture_output=True, text=True, timeout=120, env=env)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "found 10.4" in lines[0] and "pip install 'websockets>=13'" in lines[0]
 
 
 def test_an_rclpy_error_while_taking_a_message_is_logged_and_the_node_carries_on(ros_context, capfd, monkeypatch):

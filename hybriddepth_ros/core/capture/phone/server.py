@@ -15,9 +15,13 @@ import threading
 
 import cv2
 import numpy as np
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.frames import CloseCode
+
+from .websockets_version import require_websockets
+
+require_websockets()  # a clear CaptureError, before the imports below fail on a too-old websockets
+from websockets.asyncio.server import ServerConnection, serve  # noqa: E402
+from websockets.exceptions import ConnectionClosed  # noqa: E402
+from websockets.frames import CloseCode  # noqa: E402
 
 from ...stack.camera import CameraIntrinsics
 from ...stack.focal_stack import DEFAULT_FRAME_ID, FocalStack
