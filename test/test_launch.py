@@ -89,7 +89,8 @@ def test_params_file_configures_both_nodes_with_declared_parameters():
     assert params["depth_fusion_node"]["ros__parameters"]["backend"] == "focus_measure"
 
 
-def _launch_file_nodes(arguments: dict[str, str]):
+def _evaluated_launch_file(arguments: dict[str, str]):
+    """The launch file's OpaqueFunctions (nodes, RViz) and a context holding its arguments' values."""
     launch = pytest.importorskip("launch")
     pytest.importorskip("launch_ros")
     spec = importlib.util.spec_from_file_location("pipeline_launch", LAUNCH_FILE)
@@ -101,8 +102,12 @@ def _launch_file_nodes(arguments: dict[str, str]):
         if isinstance(entity, launch.actions.DeclareLaunchArgument):
             entity.visit(context)
     context.launch_configurations.update(arguments)
-    opaque = next(e for e in description.entities if isinstance(e, launch.actions.OpaqueFunction))
-    nodes = opaque.execute(context)
+    return [e for e in description.entities if isinstance(e, launch.actions.OpaqueFunction)], context
+
+
+def _launch_file_nodes(arguments: dict[str, str]):
+    (nodes_from_plan, _), context = _evaluated_launch_file(arguments)
+    nodes = nodes_from_plan.execute(context)
     for node in nodes:
         node._perform_substitutions(context)
     return nodes
@@ -156,21 +161,8 @@ def test_rviz_is_optional_and_its_absence_is_said(tmp_path, monkeypatch):
 
 
 def _launch_rviz_actions(arguments: dict[str, str]):
-    launch = pytest.importorskip("launch")
-    pytest.importorskip("launch_ros")
-    spec = importlib.util.spec_from_file_location("pipeline_launch", LAUNCH_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    description = module.generate_launch_description()
-    context = launch.LaunchContext()
-    for entity in description.entities:
-        if isinstance(entity, launch.actions.DeclareLaunchArgument):
-            entity.visit(context)
-    context.launch_configurations.update(arguments)
-    rviz = [e for e in description.entities if isinstance(e, launch.actions.OpaqueFunction)][1]
-    if not rviz.condition.evaluate(context):
-        return []
-    return rviz.execute(context)
+    (_, rviz), context = _evaluated_launch_file(arguments)
+    return rviz.execute(context) if rviz.condition.evaluate(context) else []
 
 
 def test_launch_rviz_true_without_rviz2_says_so_and_starts_the_nodes_anyway(tmp_path, monkeypatch):

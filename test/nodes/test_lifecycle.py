@@ -18,6 +18,7 @@ from rclpy.executors import SingleThreadedExecutor
 
 from hybriddepth_ros.nodes.run import TakeTolerantExecutor, spin_until_stopped
 from hybriddepth_ros.tools.run_pipeline import executable_path
+from support.fake_packages import fake_distribution
 
 SUPPORT = Path(__file__).resolve().parents[1] / "support"
 NODES = ("depth_fusion_node", "focus_sweep_node")
@@ -71,11 +72,7 @@ def test_a_type_mismatch_in_the_params_file_is_one_line_and_exit_2(tmp_path):
 
 def test_the_phone_backend_with_a_too_old_websockets_is_one_line_and_exit_2(tmp_path):
     """Ubuntu 24.04's python3-websockets (10.4, as rosdep installs it) in front of the installed one."""
-    fake = tmp_path / "websockets_10_4"
-    (fake / "websockets").mkdir(parents=True)
-    (fake / "websockets" / "__init__.py").write_text("")
-    (fake / "websockets-10.4.dist-info").mkdir()
-    (fake / "websockets-10.4.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: websockets\nVersion: 10.4\n")
+    fake = fake_distribution(tmp_path / "websockets_10_4", "websockets", "10.4")
     env = dict(os.environ, PYTHONPATH=f"{fake}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     result = subprocess.run(executable_path("focus_sweep_node") + ["--ros-args", "-p", "backend:=phone", "-p",
                                                                      "phone.token:=secret"],

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from hybriddepth_ros.core.capture.phone.websockets_version import MIN_WEBSOCKETS_VERSION, websockets_problem
+from support.fake_packages import fake_distribution
 
 
 @pytest.mark.parametrize("version", ["13.0", "13.1", "14.2", "15.0.1", "17.4"])
@@ -26,18 +27,8 @@ def test_missing_websockets_is_refused_with_the_fix():
     assert "not installed" in websockets_problem(None) and "pip install" in websockets_problem(None)
 
 
-def fake_websockets(folder, version: str):
-    """A `websockets` distribution of `version` (metadata only) that shadows the installed one on sys.path."""
-    (folder / "websockets").mkdir(parents=True)
-    (folder / "websockets" / "__init__.py").write_text("")
-    info = folder / f"websockets-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: websockets\nVersion: {version}\n")
-    return folder
-
-
 def test_importing_the_bridge_with_ubuntu_2404s_websockets_says_what_is_needed(tmp_path):
-    folder = fake_websockets(tmp_path, "10.4")
+    folder = fake_distribution(tmp_path, "websockets", "10.4")
     code = (
         f"import sys; sys.path.insert(0, {str(folder)!r})\n"
         "from hybriddepth_ros.core.capture.base import CaptureError\n"
