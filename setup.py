@@ -13,7 +13,7 @@ setup(
         "torch>=2.1",
         "opencv-python-headless>=4.8",
         "pyyaml>=6",
-        "websockets>=12",
+        "websockets>=13",  # the phone backend: websockets.asyncio (checked at its start)
         "h5py>=3.8",
         "rosbags>=0.10",
         "tqdm>=4.60",

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from hybriddepth_ros.pipeline_plan import default_params_file, pipeline_plan
+from hybriddepth_ros.pipeline_plan import default_params_file, pipeline_plan, rviz_missing_reason
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = REPO / "launch" / "pipeline.launch.py"
 
 
-def test_plan_starts_sweep_and_fusion_with_launch_arguments_as_overrides():
+def test_plan_starts_sweep_and_fusion_with_given_launch_arguments_as_overrides():
     plan = pipeline_plan("/p.yaml", camera_backend="directory", depth_backend="hybriddepth",
                          checkpoint_path="/w/x.ckpt", device="cpu")
     assert [(n.executable, n.name) for n in plan] == [
@@ -34,6 +36,52 @@ def test_plan_starts_sweep_and_fusion_with_launch_arguments_as_overrides():
         pipeline_plan("/p.yaml", camera_backend="kinect")
 
 
+def test_launch_arguments_left_out_leave_the_params_file_in_charge():
+    for plan in (pipeline_plan("/p.yaml"), pipeline_plan("/p.yaml", "", "", "", "")):
+        assert [node.overrides for node in plan] == [{}, {}]
+        assert plan[1].ros_arguments() == ["--ros-args", "-r", "__node:=depth_fusion_node", "--params-file", "/p.yaml"]
+    assert pipeline_plan("/p.yaml", device="cuda")[1].overrides == {"device": "cuda"}
+
+
+def _params_file_with_backends(tmp_path) -> Path:
+    """A user's params file that picks the directory camera and the hybriddepth backend."""
+    import cv2
+    import numpy as np
+
+    stack = tmp_path / "stack"
+    stack.mkdir()
+    for focus_m in (0.5, 1.0):
+        cv2.imwrite(str(stack / f"frame_{focus_m}.png"), np.full((24, 32, 3), 128, np.uint8))
+    params = yaml.safe_load(Path(default_params_file()).read_text())
+    params["focus_sweep_node"]["ros__parameters"].update({"backend": "directory", "width": 32, "height": 24})
+    params["focus_sweep_node"]["ros__parameters"]["directory"]["path"] = str(stack)
+    params["depth_fusion_node"]["ros__parameters"].update({"backend": "hybriddepth", "device": "cpu"})
+    path = tmp_path / "user.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.mark.parametrize("camera_backend, expected", [("", "directory"), ("simulated", "simulated")])
+def test_the_params_file_backend_wins_unless_the_argument_is_given(tmp_path, camera_backend, expected):
+    """The real sweep node started from the plan, as the runner and the launch file do: which backend runs."""
+    pytest.importorskip("rclpy")
+    from hybriddepth_ros.tools.run_pipeline import executable_path
+
+    sweep = pipeline_plan(str(_params_file_with_backends(tmp_path)), camera_backend=camera_backend)[0]
+    process = subprocess.Popen(executable_path(sweep.executable) + sweep.ros_arguments(),
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in process.stderr:
+            lines.append(line)
+            if "focus sweep ready" in line or "bad configuration" in line:
+                break
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert f"backend={expected}" in lines[-1], "".join(lines)
+
+
 def test_params_file_configures_both_nodes_with_declared_parameters():
     params = yaml.safe_load(Path(default_params_file()).read_text())
     assert set(params) == {"focus_sweep_node", "depth_fusion_node"}
@@ -41,7 +89,8 @@ def test_params_file_configures_both_nodes_with_declared_parameters():
     assert params["depth_fusion_node"]["ros__parameters"]["backend"] == "focus_measure"
 
 
-def _launch_file_nodes(arguments: dict[str, str]):
+def _evaluated_launch_file(arguments: dict[str, str]):
+    """The launch file's OpaqueFunctions (nodes, RViz) and a context holding its arguments' values."""
     launch = pytest.importorskip("launch")
     pytest.importorskip("launch_ros")
     spec = importlib.util.spec_from_file_location("pipeline_launch", LAUNCH_FILE)
@@ -53,8 +102,12 @@ def _launch_file_nodes(arguments: dict[str, str]):
         if isinstance(entity, launch.actions.DeclareLaunchArgument):
             entity.visit(context)
     context.launch_configurations.update(arguments)
-    opaque = next(e for e in description.entities if isinstance(e, launch.actions.OpaqueFunction))
-    nodes = opaque.execute(context)
+    return [e for e in description.entities if isinstance(e, launch.actions.OpaqueFunction)], context
+
+
+def _launch_file_nodes(arguments: dict[str, str]):
+    (nodes_from_plan, _), context = _evaluated_launch_file(arguments)
+    nodes = nodes_from_plan.execute(context)
     for node in nodes:
         node._perform_substitutions(context)
     return nodes
@@ -75,6 +128,57 @@ def test_launch_file_starts_exactly_the_plan(camera_backend, depth_backend):
         assert expanded[0] == (planned.params_file, True)
         overrides = yaml.safe_load(Path(expanded[1][0]).read_text())["/**"]["ros__parameters"]
         assert overrides == planned.overrides
+
+
+def test_launch_file_without_backend_arguments_passes_only_the_params_file(tmp_path):
+    params_file = str(_params_file_with_backends(tmp_path))
+    nodes = _launch_file_nodes({"params_file": params_file})
+    assert [node._Node__expanded_parameter_arguments for node in nodes] == [[(params_file, True)]] * 2
+    given = _launch_file_nodes({"params_file": params_file, "depth_backend": "focus_measure"})
+    overrides = yaml.safe_load(Path(given[1]._Node__expanded_parameter_arguments[1][0]).read_text())
+    assert overrides["/**"]["ros__parameters"] == {"backend": "focus_measure"}
+
+
+def _fake_rviz2_prefix(tmp_path) -> Path:
+    prefix = tmp_path / "rviz_prefix"
+    (prefix / "share" / "ament_index" / "resource_index" / "packages").mkdir(parents=True)
+    (prefix / "share" / "ament_index" / "resource_index" / "packages" / "rviz2").write_text("")
+    return prefix
+
+
+def test_rviz_is_optional_and_its_absence_is_said(tmp_path, monkeypatch):
+    pytest.importorskip("ament_index_python")
+    reason = rviz_missing_reason()
+    if reason is not None:  # no rviz2 in this ROS install (the PyPI wheels)
+        assert "rviz2 is not installed" in reason and "running without RViz" in reason
+    prefix = _fake_rviz2_prefix(tmp_path)
+    monkeypatch.setenv("AMENT_PREFIX_PATH", f"{prefix}{os.pathsep}{os.environ.get('AMENT_PREFIX_PATH', '')}")
+    assert rviz_missing_reason() is None
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path / "empty"))
+    assert "rviz2 is not installed" in rviz_missing_reason()
+    package_xml = (REPO / "package.xml").read_text()
+    assert "<exec_depend>rviz2</exec_depend>" not in package_xml, "rviz2 is not a dependency of the package"
+
+
+def _launch_rviz_actions(arguments: dict[str, str]):
+    (_, rviz), context = _evaluated_launch_file(arguments)
+    return rviz.execute(context) if rviz.condition.evaluate(context) else []
+
+
+def test_launch_rviz_true_without_rviz2_says_so_and_starts_the_nodes_anyway(tmp_path, monkeypatch):
+    launch = pytest.importorskip("launch")
+    launch_ros = pytest.importorskip("launch_ros")
+    assert _launch_rviz_actions({"rviz": "false"}) == []
+    monkeypatch.setenv("AMENT_PREFIX_PATH", os.environ.get("AMENT_PREFIX_PATH", "").replace("rviz2", "-"))
+    if rviz_missing_reason() is None:
+        pytest.skip("rviz2 is installed here")
+    [message] = _launch_rviz_actions({"rviz": "true"})
+    assert isinstance(message, launch.actions.LogInfo)
+    assert len(_launch_file_nodes({"params_file": default_params_file()})) == 2, "the nodes start without RViz"
+    prefix = _fake_rviz2_prefix(tmp_path)
+    monkeypatch.setenv("AMENT_PREFIX_PATH", f"{prefix}{os.pathsep}{os.environ['AMENT_PREFIX_PATH']}")
+    [rviz] = _launch_rviz_actions({"rviz": "true"})
+    assert isinstance(rviz, launch_ros.actions.Node) and rviz.node_package == "rviz2"
 
 
 def test_runner_starts_the_installed_nodes_and_depth_flows_over_dds(tmp_path):

@@ -1,19 +1,26 @@
-"""depth_fusion_node: FocalStack in; metric depth, confidence, camera info and cloud out.
+"""depth_fusion_node: FocalStack in; metric depth, confidence, camera info, reference image and cloud out.
 
 Subscribes `focal_stack` (hybriddepth_ros/FocalStack) and publishes, in the
-stack's camera optical frame with the stack's stamp:
+stack's camera optical frame with the stack's stamp (all outputs of one stack
+carry the identical header):
   depth/image_rect   sensor_msgs/Image 32FC1, metres, NaN where unknown (REP 118)
   depth/confidence   sensor_msgs/Image 32FC1 in [0, 1]
   depth/camera_info  sensor_msgs/CameraInfo of the depth image
-  depth/points       sensor_msgs/PointCloud2, organised, x y z rgb (if publish_cloud)
+  rgb/image_rect     sensor_msgs/Image rgb8: the reference frame the depth is
+                     registered to (while someone subscribes)
+  rgb/camera_info    sensor_msgs/CameraInfo of rgb/image_rect (equal to depth/camera_info)
+  depth/points       sensor_msgs/PointCloud2, organised, x y z rgb (if publish_cloud,
+                     and only while someone subscribes)
   /diagnostics       diagnostic_msgs/DiagnosticArray, one status per stack
+The rgb/ and depth/ pairs are what depth_image_proc (register,
+point_cloud_xyzrgb) expects, so it can be chained after this node.
 Bad stacks are logged and reported as an ERROR diagnostic; nothing is published
 for them and the node carries on with the next stack.
 
 While a stack is fused, a newer one replaces any stack still waiting (none
-queue up). Each diagnostic counts the stacks dropped that way since the previous
-fused one, from gaps in the publisher's sequence numbers: more than none means
-fusion is slower than the camera, and the status is WARN.
+queue up). Each diagnostic counts the stacks dropped that way (or lost on the
+way) since the previous fused one, from gaps in FocalStack.sweep_number: more
+than none means fusion is slower than the camera, and the status is WARN.
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ import time
 import traceback
 
 from rclpy.node import Node
-from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from hybriddepth_ros.msg import FocalStack as FocalStackMsg
@@ -44,9 +50,10 @@ from ..core.models.alignment import ALIGNMENT_METHODS
 from ..core.models.depth_anything import ENCODERS, VERSIONS
 from ..core.stack.focal_stack import MAX_FOCUS_DISTANCE_M, MAX_IMAGE_SIDE_PX, FocalStackError
 from . import conversions
-from .qos import stream_qos
+from .publishing import publish_or_log
+from .qos import OVERRIDABLE, stream_qos
 from .run import run_node
-from .diagnostics import FUSION_DIAGNOSTIC_NAME, ERROR, OK, WARN, DiagnosticReporter, DroppedMessageCounter
+from .diagnostics import FUSION_DIAGNOSTIC_NAME, ERROR, OK, WARN, DiagnosticReporter, DroppedStackCounter
 from .parameters import ParameterSpec, ParameterUpdates, declare_parameters, device_problem
 
 DIAGNOSTIC_NAME = FUSION_DIAGNOSTIC_NAME
@@ -84,10 +91,9 @@ FUSION_PARAMETERS = (
                   low=0.0, low_open=True, high=MAX_FOCUS_DISTANCE_M, dynamic=True),
     ParameterSpec("confidence_threshold", DEFAULT_CONFIDENCE_THRESHOLD, "Depth whose confidence is below this is "
                   "published as NaN.", low=0.0, high=1.0, dynamic=True),
-    ParameterSpec("publish_cloud", True, "Publish depth/points.", dynamic=True),
+    ParameterSpec("publish_cloud", True, "Publish depth/points (built only while it has subscribers).", dynamic=True),
     ParameterSpec("cloud_decimation", 1, "Keep every n-th row and column in depth/points.", low=1, high=64,
                   dynamic=True),
-    ParameterSpec("reliable_qos", True, "Reliable keep-last delivery of stacks and outputs (see nodes/qos.py)."),
 )
 
 
@@ -103,16 +109,20 @@ class DepthFusionNode(Node):
         self._cloud_decimation = int(values["cloud_decimation"])
         ParameterUpdates(self, FUSION_PARAMETERS, values, self._apply_parameters, self._fusion_settings_problem)
 
-        reliable = bool(values["reliable_qos"])
-        output_qos = stream_qos(reliable)
-        self._depth_pub = self.create_publisher(Image, "depth/image_rect", output_qos)
-        self._confidence_pub = self.create_publisher(Image, "depth/confidence", output_qos)
-        self._info_pub = self.create_publisher(CameraInfo, "depth/camera_info", output_qos)
-        self._cloud_pub = self.create_publisher(PointCloud2, "depth/points", output_qos)
+        publisher = lambda msg_type, topic: self.create_publisher(  # noqa: E731
+            msg_type, topic, stream_qos(), qos_overriding_options=OVERRIDABLE)
+        self._depth_pub = publisher(Image, "depth/image_rect")
+        self._confidence_pub = publisher(Image, "depth/confidence")
+        self._info_pub = publisher(CameraInfo, "depth/camera_info")
+        self._rgb_pub = publisher(Image, "rgb/image_rect")
+        self._rgb_info_pub = publisher(CameraInfo, "rgb/camera_info")
+        self._cloud_pub = publisher(PointCloud2, "depth/points")
         self._diagnostics = DiagnosticReporter(self, DIAGNOSTIC_NAME)
-        self._dropped_stacks = DroppedMessageCounter()
+        self._dropped_stacks = DroppedStackCounter()
         # Depth 1: while a stack is fused, only the newest waiting one is worth fusing next.
-        self.create_subscription(FocalStackMsg, "focal_stack", self._on_stack, stream_qos(reliable, depth=1))
+        # One-argument callback: the form every distribution's executor calls (Humble's passes no MessageInfo).
+        self.create_subscription(FocalStackMsg, "focal_stack", self._on_stack, stream_qos(depth=1),
+                                 qos_overriding_options=OVERRIDABLE)
         self.get_logger().info(
             f"depth fusion ready: backend={self._backend_name} on {getattr(backend, 'device', 'cpu')}"
         )
@@ -165,9 +175,13 @@ class DepthFusionNode(Node):
             log(f"backend '{choice.requested}': {choice.fallback_reason}")
         return choice.name, choice.backend
 
-    def _on_stack(self, msg: FocalStackMsg, info: MessageInfo) -> None:
+    def _on_stack(self, msg: FocalStackMsg) -> None:
         received = time.perf_counter()
-        dropped = self._dropped_stacks.update(info)
+        dropped = self._dropped_stacks.update(msg.header.frame_id, int(msg.sweep_number))
+        if dropped is None:
+            self.get_logger().warning(
+                "stacks on focal_stack carry no sweep_number (0): dropped stacks cannot be counted", once=True
+            )
         try:
             stack = conversions.focal_stack_from_msg(msg)
             if not stack.frame_id:
@@ -180,21 +194,42 @@ class DepthFusionNode(Node):
             self.get_logger().error(traceback.format_exc())
             self._report_error(msg, f"depth fusion failed: {type(exc).__name__}: {exc}")
             return
-        self._publish(msg, fused)
+        failures = self._publish(msg, fused)
+        if failures:
+            self._report_error(msg, "; ".join(failures))
+            return
         latency_s = time.perf_counter() - received
         self._report_published(msg, fused, latency_s, dropped)
 
-    def _publish(self, msg: FocalStackMsg, fused: FusedDepth) -> None:
+    def _publish(self, msg: FocalStackMsg, fused: FusedDepth) -> list[str]:
+        """Every output of one stack, with the stack's header; why any could not be published."""
         header = msg.header
         intrinsics = fused.stack.intrinsics
-        self._depth_pub.publish(conversions.float_image(fused.depth_m, header))
-        self._confidence_pub.publish(conversions.float_image(fused.confidence, header))
-        self._info_pub.publish(conversions.intrinsics_to_camera_info(intrinsics, header))
+        info = conversions.intrinsics_to_camera_info(intrinsics, header)
+        outputs = [
+            (self._depth_pub, lambda: conversions.float_image(fused.depth_m, header)),
+            (self._confidence_pub, lambda: conversions.float_image(fused.confidence, header)),
+            (self._info_pub, lambda: info),
+            (self._rgb_pub, lambda: conversions.rgb8_to_image(fused.reference_rgb, header)),
+            (self._rgb_info_pub, lambda: info),
+        ]
         if self._publish_cloud:
-            step = self._cloud_decimation
-            points = back_project(fused.depth_m, intrinsics, step)
-            colours = fused.reference_rgb[::step, ::step]
-            self._cloud_pub.publish(conversions.organised_cloud(points, colours, header))
+            outputs.append((self._cloud_pub, lambda: self._cloud(fused, header)))
+        failures = []
+        for publisher, build in outputs:
+            # The reference image and the cloud cost memory and time: built only for subscribers.
+            if publisher in (self._rgb_pub, self._cloud_pub) and publisher.get_subscription_count() == 0:
+                continue
+            failure = publish_or_log(self, publisher, build())
+            if failure:
+                failures.append(failure)
+        return failures
+
+    def _cloud(self, fused: FusedDepth, header) -> PointCloud2:
+        step = self._cloud_decimation
+        points = back_project(fused.depth_m, fused.stack.intrinsics, step)
+        colours = fused.reference_rgb[::step, ::step]
+        return conversions.organised_cloud(points, colours, header)
 
     def _report_published(self, msg: FocalStackMsg, fused: FusedDepth, latency_s: float, dropped: int | None) -> None:
         values = {

@@ -5,6 +5,9 @@ from __future__ import annotations
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 
+from .publishing import publish_or_log
+from .qos import OVERRIDABLE
+
 OK = DiagnosticStatus.OK
 WARN = DiagnosticStatus.WARN
 ERROR = DiagnosticStatus.ERROR
@@ -21,37 +24,38 @@ class DiagnosticReporter:
     def __init__(self, node: Node, name: str) -> None:
         self._node = node
         self._name = name
-        self._publisher = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._publisher = node.create_publisher(DiagnosticArray, "/diagnostics", 10,
+                                                qos_overriding_options=OVERRIDABLE)
 
     def report(self, level: bytes, message: str, values: dict[str, str] | None = None) -> None:
         status = DiagnosticStatus(level=level, name=self._name, message=message, hardware_id=self._node.get_name())
         status.values = [KeyValue(key=key, value=str(value)) for key, value in (values or {}).items()]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self._node.get_clock().now().to_msg()
-        self._publisher.publish(array)
+        publish_or_log(self._node, self._publisher, array)
 
 
-class DroppedMessageCounter:
-    """Counts the messages a keep-last subscription never handed over, from gaps in publisher sequence numbers.
+class DroppedStackCounter:
+    """Counts the stacks a subscriber never got, from gaps in FocalStack.sweep_number.
 
-    Fed each callback's MessageInfo. A middleware that gives no publication
-    sequence number makes the count unknown (None).
+    The number travels in the message, so this works on every ROS 2
+    distribution and middleware (Humble's rclpy shows Python subscribers no
+    sequence numbers, Jazzy's no publisher id). Stacks are told apart by
+    header.frame_id, one camera per frame.
     """
 
     def __init__(self) -> None:
-        self._last_sequence: dict[str, int] = {}
+        self._last_number: dict[str, int] = {}
         self.total = 0
 
-    def update(self, info: dict) -> int | None:
-        """Messages dropped between this one and the previous one from the same publisher."""
-        sequence = info.get("publication_sequence_number")
-        if sequence is None:
+    def update(self, source: str, sweep_number: int) -> int | None:
+        """Stacks missed between this one and the previous one of `source`; None when the stack is not numbered."""
+        if sweep_number <= 0:
             return None
-        publisher = repr(info.get("publisher_gid"))
-        last = self._last_sequence.get(publisher)
-        self._last_sequence[publisher] = sequence
-        if last is None or sequence <= last:  # first from this publisher, or it was restarted
+        last = self._last_number.get(source)
+        self._last_number[source] = sweep_number
+        if last is None or sweep_number <= last:  # first from this source, or its publisher restarted
             return 0
-        dropped = sequence - last - 1
+        dropped = sweep_number - last - 1
         self.total += dropped
         return dropped

@@ -35,6 +35,7 @@ from ..core.stack.focal_stack import FocalStack, FocalStackError
 from ..core.capture.time_sync import ApproximatePairer
 from ..core.stack.message_decoding import stamp_to_ns
 from . import conversions
+from .qos import OVERRIDABLE
 
 try:  # pragma: no cover - depends on the ROS install
     import message_filters
@@ -115,12 +116,14 @@ class DriverCapture(CaptureBackend):
 
         # Own group: pairs are collected even while the sweep timer runs (multi-threaded executor).
         group = ReentrantCallbackGroup()
-        self._command_publisher = node.create_publisher(Float32, focus_command_topic, 10)
+        self._command_publisher = node.create_publisher(Float32, focus_command_topic, 10,
+                                                        qos_overriding_options=OVERRIDABLE)
         self._subscriptions = []
         if message_filters is not None:  # pragma: no cover - depends on the ROS install
             inputs = [
                 message_filters.Subscriber(
-                    node, msg_type, topic, qos_profile=qos_profile_sensor_data, callback_group=group
+                    node, msg_type, topic, qos_profile=qos_profile_sensor_data, callback_group=group,
+                    qos_overriding_options=OVERRIDABLE,
                 )
                 for msg_type, topic in ((Image, image_topic), (FocusState, focus_state_topic))
             ]
@@ -133,12 +136,13 @@ class DriverCapture(CaptureBackend):
             for input_index, (msg_type, topic) in enumerate(((Image, image_topic), (FocusState, focus_state_topic))):
                 self._subscriptions.append(node.create_subscription(
                     msg_type, topic, self._pairing_callback(pairer, input_index), qos_profile_sensor_data,
-                    callback_group=group,
+                    callback_group=group, qos_overriding_options=OVERRIDABLE,
                 ))
             self.sync_implementation = "core.time_sync"
         if camera_info_topic:
             self._subscriptions.append(node.create_subscription(
-                CameraInfo, camera_info_topic, self._on_camera_info, qos_profile_sensor_data, callback_group=group
+                CameraInfo, camera_info_topic, self._on_camera_info, qos_profile_sensor_data, callback_group=group,
+                qos_overriding_options=OVERRIDABLE,
             ))
         node.get_logger().info(
             f"driver capture: images '{image_topic}' paired with '{focus_state_topic}' by {self.sync_implementation} "

@@ -2,7 +2,9 @@
 
 The camera is a capture backend chosen by the `backend` parameter (see
 core/capture); every backend returns core FocalStacks, so adding a camera never
-changes this node. Publishes `focal_stack` and a status on `/diagnostics`.
+changes this node. Publishes `focal_stack` (each stack numbered in
+`sweep_number`, 1, 2, ..., so consumers can count the ones they missed) and a
+status on `/diagnostics`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from ..core.stack.focal_stack import (
     validate_focus_distances,
 )
 from . import conversions
-from .qos import stream_qos
+from .publishing import publish_or_log
+from .qos import OVERRIDABLE, stream_qos
 from .run import run_node
 from .diagnostics import SWEEP_DIAGNOSTIC_NAME, ERROR, OK, WARN, DiagnosticReporter
 from .capture_backends import CAPTURE_PARAMETERS, create_capture_backend
@@ -64,7 +67,6 @@ SWEEP_PARAMETERS = (
     ParameterSpec("rate_hz", 0.5, "Sweeps per second.", low=0.0, low_open=True, high=MAX_SWEEP_RATE_HZ, dynamic=True),
     ParameterSpec("frame_id", DEFAULT_FRAME_ID, "Camera optical frame of the stacks (REP 103).",
                   check=not_empty("frame_id")),
-    ParameterSpec("reliable_qos", True, "Reliable keep-last delivery of the multi-megabyte stacks (see nodes/qos.py)."),
     *CAPTURE_PARAMETERS,
 )
 
@@ -78,11 +80,12 @@ class FocusSweepNode(Node):
         self.focus_distances_m = self._sweep_distances(values)
         self.frame_id = values["frame_id"]
         self.backend: CaptureBackend = create_capture_backend(self, values["backend"], self.focus_distances_m)
-        output_qos = stream_qos(bool(values["reliable_qos"]))
-        self._publisher = self.create_publisher(FocalStackMsg, "focal_stack", output_qos)
+        self._publisher = self.create_publisher(FocalStackMsg, "focal_stack", stream_qos(),
+                                                qos_overriding_options=OVERRIDABLE)
         # A simulated camera knows the true depth: published for evaluation (tools.demo).
         self._truth_publisher = (
-            self.create_publisher(Image, "simulated/ground_truth_depth", output_qos)
+            self.create_publisher(Image, "simulated/ground_truth_depth", stream_qos(),
+                                  qos_overriding_options=OVERRIDABLE)
             if hasattr(self.backend, "ground_truth_depth_m")
             else None
         )
@@ -134,10 +137,14 @@ class FocusSweepNode(Node):
             return
         stack.frame_id = self.frame_id
         duration_s = time.monotonic() - started
-        msg = conversions.focal_stack_to_msg(stack, FocalStackMsg, duration_s)
-        self._publisher.publish(msg)
+        msg = conversions.focal_stack_to_msg(stack, FocalStackMsg, duration_s, sweep_number=self.stacks_published + 1)
+        failure = publish_or_log(self, self._publisher, msg)
+        if failure:
+            self._diagnostics.report(ERROR, failure, {"backend": self.backend.name})
+            return
         if self._truth_publisher is not None:
-            self._truth_publisher.publish(conversions.float_image(self.backend.ground_truth_depth_m, msg.header))
+            truth = conversions.float_image(self.backend.ground_truth_depth_m, msg.header)
+            publish_or_log(self, self._truth_publisher, truth)
         self.stacks_published += 1
         problems = self.backend.new_problems()
         self._diagnostics.report(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from hybriddepth_ros.core.stack.focal_stack import FocalStack  # noqa: E402
 from hybriddepth_ros.core.depth.pointcloud import back_project, pack_rgb_float  # noqa: E402
 from hybriddepth_ros.msg import FocalStack as FocalStackMsg  # noqa: E402
 from hybriddepth_ros.nodes import conversions  # noqa: E402
+from hybriddepth_ros.nodes.conversions.image import CvBridgeDecoder  # noqa: E402
 
 RNG = np.random.default_rng(7)
 RGB = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
@@ -132,6 +135,87 @@ def test_cv_bridge_decodes_like_the_fallback():
     for encoding, pixels in (("rgb8", RGB), ("bgr8", RGB[..., ::-1]), ("mono8", RGB[..., 0])):
         msg = image_msg(np.ascontiguousarray(pixels), encoding, 2)
         np.testing.assert_array_equal(conversions.image_to_rgb8(msg), conversions.image_to_rgb8_numpy(msg))
+
+
+class _FakeBridgeError(Exception):
+    pass
+
+
+def _fake_cv_bridge(monkeypatch, name: str, convert=None, construct_error: Exception | None = None) -> list:
+    """A cv_bridge stand-in module `name`; returns the list of frames its imgmsg_to_cv2 was asked for."""
+    calls = []
+
+    class CvBridge:
+        def __init__(self):
+            if construct_error is not None:
+                raise construct_error
+
+        def imgmsg_to_cv2(self, msg, desired_encoding):
+            calls.append((msg.encoding, desired_encoding))
+            return convert(msg)
+
+    module = types.ModuleType(name)
+    module.CvBridge, module.CvBridgeError = CvBridge, _FakeBridgeError
+    monkeypatch.setitem(sys.modules, name, module)
+    return calls
+
+
+def test_a_working_cv_bridge_decodes_the_frames(monkeypatch):
+    calls = _fake_cv_bridge(monkeypatch, "working_bridge", convert=conversions.image_to_rgb8_numpy)
+    decoder = CvBridgeDecoder("working_bridge")
+    msg = image_msg(np.ascontiguousarray(RGB[..., ::-1]), "bgr8", 2)
+    for _ in range(2):
+        np.testing.assert_array_equal(decoder.to_rgb8(msg), RGB)
+    assert calls == [("bgr8", "rgb8")] * 2 and decoder.active
+
+
+def test_a_cv_bridge_without_its_compiled_module_falls_back_for_good_and_says_so_once(monkeypatch, caplog):
+    missing = ModuleNotFoundError("No module named 'cv_bridge.boost'", name="cv_bridge.boost")
+    calls = _fake_cv_bridge(monkeypatch, "broken_bridge", construct_error=missing)
+    decoder = CvBridgeDecoder("broken_bridge")
+    msg = image_msg(RGB, "rgb8")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            np.testing.assert_array_equal(decoder.to_rgb8(msg), RGB)
+    assert not decoder.active and "cv_bridge.boost" in decoder.disabled_reason
+    warnings = [r for r in caplog.records if "cv_bridge does not work here" in r.getMessage()]
+    assert len(warnings) == 1 and calls == []
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("numpy ABI mismatch"), AttributeError("_ARRAY_API not found")])
+def test_a_cv_bridge_failing_at_the_first_call_falls_back(monkeypatch, failure):
+    def convert(msg):
+        raise failure
+
+    calls = _fake_cv_bridge(monkeypatch, "failing_bridge", convert=convert)
+    decoder = CvBridgeDecoder("failing_bridge")
+    msg = image_msg(RGB, "rgb8")
+    np.testing.assert_array_equal(decoder.to_rgb8(msg), RGB)
+    np.testing.assert_array_equal(decoder.to_rgb8(msg), RGB)
+    assert len(calls) == 1 and not decoder.active, "decided on the first failed call, not tried again"
+
+
+def test_a_frame_cv_bridge_refuses_is_decoded_by_the_fallback_and_the_bridge_stays(monkeypatch):
+    refusals = iter([True, False])
+
+    def convert(msg):
+        if next(refusals):
+            raise _FakeBridgeError("encoding conversion not supported")
+        return conversions.image_to_rgb8_numpy(msg)
+
+    calls = _fake_cv_bridge(monkeypatch, "picky_bridge", convert=convert)
+    decoder = CvBridgeDecoder("picky_bridge")
+    msg = image_msg(RGB, "rgb8")
+    np.testing.assert_array_equal(decoder.to_rgb8(msg), RGB)
+    np.testing.assert_array_equal(decoder.to_rgb8(msg), RGB)
+    assert len(calls) == 2 and decoder.active
+
+
+def test_without_cv_bridge_the_fallback_runs_quietly(caplog):
+    decoder = CvBridgeDecoder("no_such_cv_bridge_module")
+    with caplog.at_level(logging.WARNING):
+        np.testing.assert_array_equal(decoder.to_rgb8(image_msg(RGB, "rgb8")), RGB)
+    assert decoder.disabled_reason == "not installed" and not caplog.records
 
 
 def test_the_core_imports_no_ros():

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from hybriddepth_ros.core.depth.pointcloud import back_project
 from hybriddepth_ros.nodes import conversions
-from hybriddepth_ros.nodes.diagnostics import DroppedMessageCounter
+from hybriddepth_ros.nodes.diagnostics import DroppedStackCounter
 from support.fusion_rig import FRAME_ID, HEIGHT, WIDTH, FusionRig, restamp
 from support.ros_harness import spin_until
 
@@ -56,12 +60,12 @@ def test_stack_comes_back_as_metric_depth_confidence_info_and_cloud(ros_context,
 def test_stacks_that_arrive_while_fusing_are_dropped_counted_and_warned_about(ros_context, simulated):
     stack_msg, _ = simulated
     rig = FusionRig(ros_context, publish_cloud=False)
-    first = rig.send(restamp(stack_msg, 2000.0))
+    first = rig.send(restamp(stack_msg, 2000.0, sweep_number=10))
     values = {kv.key: kv.value for kv in first.values}
     assert first.level == DiagnosticStatus.OK and values["stacks_dropped"] == "0"
     # Four stacks while the node is busy (not spun): only the newest waits, three are dropped.
     for k in range(1, 5):
-        rig.publisher.publish(restamp(stack_msg, 2000.0 + k))
+        rig.publisher.publish(restamp(stack_msg, 2000.0 + k, sweep_number=10 + k))
     assert spin_until(rig.executor, lambda: rig.status_for(2004.0) is not None, 60.0)
     status = rig.status_for(2004.0)
     values = {kv.key: kv.value for kv in status.values}
@@ -72,16 +76,92 @@ def test_stacks_that_arrive_while_fusing_are_dropped_counted_and_warned_about(ro
         rig.executor, lambda: any(conversions.stamp_to_seconds(m.header.stamp) == 2004.0 for m in rig.depth), 10.0
     )
     assert newest_published, "the newest stack is fused and published"
+    unnumbered = rig.send(restamp(stack_msg, 2005.0, sweep_number=0))
+    assert {kv.key: kv.value for kv in unnumbered.values}["stacks_dropped"] == "unknown"
 
 
-def test_dropped_message_counter_reads_gaps_per_publisher():
-    counter = DroppedMessageCounter()
-    camera, other = {"data": [1]}, {"data": [2]}
-    updates = [(camera, 7), (camera, 8), (other, 1), (camera, 12), (other, 3), (camera, 2)]
-    dropped = [counter.update({"publication_sequence_number": seq, "publisher_gid": gid}) for gid, seq in updates]
-    assert dropped == [0, 0, 0, 3, 1, 0], "first sight and a restarted publisher (sequence back to 2) drop nothing"
+def test_dropped_stacks_are_counted_where_rclpy_has_no_message_info():
+    """Humble and Jazzy have no rclpy.subscription.MessageInfo: the test above, run without it.
+
+    rclpy's own modules are imported first (Kilted's executor uses it); the node module after the removal.
+    """
+    code = (
+        "import sys, rclpy.executors, rclpy.node, rclpy.subscription\n"
+        "if hasattr(rclpy.subscription, 'MessageInfo'):\n"
+        "    del rclpy.subscription.MessageInfo\n"
+        "import pytest\n"
+        "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', sys.argv[1]]))\n"
+    )
+    test = f"{__file__}::test_stacks_that_arrive_while_fusing_are_dropped_counted_and_warned_about"
+    result = subprocess.run([sys.executable, "-c", code, test], capture_output=True, text=True, timeout=300,
+                            cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "1 passed" in result.stdout
+
+
+def test_dropped_stack_counter_reads_gaps_per_camera_frame():
+    counter = DroppedStackCounter()
+    updates = [("camera", 7), ("camera", 8), ("other", 1), ("camera", 12), ("other", 3), ("camera", 2)]
+    dropped = [counter.update(frame_id, number) for frame_id, number in updates]
+    assert dropped == [0, 0, 0, 3, 1, 0], "first sight and a restarted publisher (number back to 2) drop nothing"
     assert counter.total == 4
-    assert counter.update({"publication_sequence_number": None, "publisher_gid": camera}) is None
+    assert counter.update("camera", 0) is None, "an unnumbered stack: unknown"
+    assert counter.update("camera", 3) == 0 and counter.total == 4
+
+
+def test_depth_image_proc_inputs_rgb_and_depth_come_in_pairs_with_equal_headers(ros_context, simulated):
+    """rgb/image_rect + rgb/camera_info + depth/image_rect with one header: what depth_image_proc needs."""
+    stack_msg, _ = simulated
+    rig = FusionRig(ros_context, publish_cloud=False)
+    rgb = rig.probe.watch(Image, "rgb/image_rect")
+    rgb_info = rig.probe.watch(CameraInfo, "rgb/camera_info")
+    for stamp_s in (2500.0, 2500.125, 2501.5):
+        assert rig.send(restamp(stack_msg, stamp_s)).level == DiagnosticStatus.OK
+    assert spin_until(rig.executor, lambda: len(rgb) >= 3 and len(rgb_info) >= 3 and len(rig.depth) >= 3, 10.0)
+
+    def by_stamp(messages):
+        return {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in messages}
+
+    depth, images, infos = by_stamp(rig.depth), by_stamp(rgb), by_stamp(rgb_info)
+    assert len(depth) == 3 and depth.keys() == images.keys() == infos.keys()
+    reference = conversions.image_to_rgb8(stack_msg.frames[stack_msg.reference_index])
+    for key, image in images.items():
+        assert image.header == depth[key].header == infos[key].header
+        assert (image.encoding, image.width, image.height) == ("rgb8", WIDTH, HEIGHT)
+        np.testing.assert_array_equal(conversions.image_to_rgb8(image), reference)
+        assert list(infos[key].k) == pytest.approx(list(stack_msg.camera_info.k))
+
+
+def test_cloud_is_built_only_while_someone_subscribes(ros_context, simulated):
+    stack_msg, _ = simulated
+    rig = FusionRig(ros_context, watch_cloud=False)
+    built = []
+    build_cloud = rig.node._cloud
+    rig.node._cloud = lambda *args: built.append(1) or build_cloud(*args)
+    assert rig.send(restamp(stack_msg, 2600.0)).level == DiagnosticStatus.OK
+    assert built == [], "no subscriber on depth/points: no cloud built"
+    clouds = rig.probe.watch(PointCloud2, "depth/points")
+    assert spin_until(rig.executor, lambda: rig.node._cloud_pub.get_subscription_count() > 0, 10.0)
+    assert rig.send(restamp(stack_msg, 2601.0)).level == DiagnosticStatus.OK
+    assert spin_until(rig.executor, lambda: clouds, 10.0) and built == [1]
+
+
+def test_a_publishing_error_is_reported_and_the_next_stack_is_published(ros_context, simulated):
+    stack_msg, _ = simulated
+    rig = FusionRig(ros_context, publish_cloud=False)
+    publish = rig.node._confidence_pub.publish
+
+    def broken(msg):
+        raise RuntimeError("publisher's context is invalid")
+
+    rig.node._confidence_pub.publish = broken
+    status = rig.send(restamp(stack_msg, 2700.0))
+    assert status.level == DiagnosticStatus.ERROR
+    assert "depth/confidence" in status.message and "publisher's context is invalid" in status.message
+    rig.node._confidence_pub.publish = publish
+    assert rig.send(restamp(stack_msg, 2701.0)).level == DiagnosticStatus.OK
+    _, confidence, _, _ = rig.outputs_for(2701.0)
+    assert confidence
 
 
 def test_cloud_decimation_keeps_the_grid_organised(ros_context, simulated):

@@ -8,7 +8,9 @@ import yaml
 from diagnostic_msgs.msg import DiagnosticStatus
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
+from rclpy.qos import ReliabilityPolicy
 
+from hybriddepth_ros.msg import FocalStack as FocalStackMsg
 from hybriddepth_ros.core.depth.fusion import DEFAULT_CONFIDENCE_THRESHOLD, DepthFusion
 from hybriddepth_ros.nodes import conversions
 from hybriddepth_ros.nodes.depth_fusion_node import FUSION_PARAMETERS, DepthFusionNode
@@ -16,7 +18,7 @@ from hybriddepth_ros.nodes.focus_sweep_node import SWEEP_PARAMETERS, FocusSweepN
 from hybriddepth_ros.nodes.parameters import UNSET_DOUBLE_ARRAY, ConfigurationError
 from hybriddepth_ros.pipeline_plan import default_params_file
 from support.fusion_rig import FusionRig, restamp
-from support.ros_harness import spin_until
+from support.ros_harness import Probe, spin_until
 
 
 def _flatten(parameters: dict, prefix: str = "") -> dict:
@@ -86,9 +88,9 @@ def test_a_value_outside_its_range_or_set_is_a_configuration_error(ros_context, 
         node_class(context=context, parameter_overrides=parameters)
 
 
-def _set(rig, **values):
-    """Call the fusion node's set_parameters service like `ros2 param set` does; the per-parameter results."""
-    client = rig.probe.create_client(SetParameters, "/depth_fusion_node/set_parameters")
+def _set(rig, node_name: str = "depth_fusion_node", **values):
+    """Call a node's set_parameters service like `ros2 param set` does; the per-parameter results."""
+    client = rig.probe.create_client(SetParameters, f"/{node_name}/set_parameters")
     assert client.wait_for_service(timeout_sec=10.0)
     future = client.call_async(SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg()
                                                                  for k, v in values.items()]))
@@ -128,3 +130,46 @@ def test_run_time_changes_apply_to_the_next_stack_and_bad_values_change_nothing(
     coverage(7003.0)
     *_, clouds = rig.outputs_for(7003.0)
     assert (clouds[0].height, clouds[0].width) == (30, 40)
+
+
+def test_sweep_rate_changes_at_run_time_and_a_bad_rate_is_refused(ros_context):
+    context, executor, add = ros_context
+    overrides = [Parameter(k, value=v) for k, v in {"width": 16, "height": 12, "focus_count": 3, "rate_hz": 0.5}.items()]
+    node = add(FocusSweepNode(context=context, parameter_overrides=overrides))
+    probe = add(Probe("rate_probe", context=context))
+    stacks = probe.watch(FocalStackMsg, "focal_stack")
+    rig = type("Rig", (), {"probe": probe, "executor": executor})
+    for bad, words in (({"rate_hz": 0.0}, "rate_hz"), ({"rate_hz": 1e3}, "rate_hz"), ({"width": 32}, "read-only")):
+        [result] = _set(rig, "focus_sweep_node", **bad)
+        assert not result.successful and words in result.reason, result.reason
+    [result] = _set(rig, "focus_sweep_node", rate_hz=20.0)
+    assert result.successful and node.get_parameter("rate_hz").value == 20.0
+    started = len(stacks)
+    assert spin_until(executor, lambda: len(stacks) >= started + 8, 10.0), "20 stacks/s after the change, not 0.5"
+
+
+def test_every_topic_has_the_standard_qos_overrides_and_they_apply(ros_context):
+    """qos_overrides.<topic>.publisher|subscription.<policy>: the parameters ROS users know, read-only."""
+    context, _, add = ros_context
+    overrides = [Parameter("device", value="cpu"),
+                 Parameter("qos_overrides./depth/points.publisher.reliability", value="best_effort"),
+                 Parameter("qos_overrides./focal_stack.subscription.depth", value=3)]
+    node = add(DepthFusionNode(context=context, parameter_overrides=overrides))
+    declared = set(node._parameters)
+    for topic in ("/depth/image_rect", "/depth/confidence", "/depth/camera_info", "/depth/points",
+                  "/rgb/image_rect", "/rgb/camera_info", "/diagnostics"):
+        for policy in ("reliability", "history", "depth"):
+            assert f"qos_overrides.{topic}.publisher.{policy}" in declared, (topic, policy)
+    assert node.get_parameter("qos_overrides./depth/image_rect.publisher.reliability").value == "reliable"
+    assert node.get_parameter("qos_overrides./depth/image_rect.publisher.history").value == "keep_last"
+    assert node.get_parameter("qos_overrides./depth/image_rect.publisher.depth").value == 5
+    [cloud] = node.get_publishers_info_by_topic("/depth/points")
+    assert cloud.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+    [stacks] = [sub for sub in node.subscriptions if sub.topic_name == "/focal_stack"]
+    assert stacks.qos_profile.depth == 3 and stacks.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+    assert node.describe_parameter("qos_overrides./focal_stack.subscription.depth").read_only
+    sweep = add(FocusSweepNode(context=context, parameter_overrides=[
+        Parameter("qos_overrides./focal_stack.publisher.reliability", value="best_effort")]))
+    [published] = sweep.get_publishers_info_by_topic("/focal_stack")
+    assert published.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+    assert not any(spec.name == "reliable_qos" for spec in (*SWEEP_PARAMETERS, *FUSION_PARAMETERS))

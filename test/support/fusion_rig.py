@@ -23,7 +23,7 @@ FRAME_ID = "test_camera_optical_frame"
 class FusionRig:
     """The fusion node, a publisher of stacks and a probe of every output, on one executor."""
 
-    def __init__(self, ros_context, **parameters):
+    def __init__(self, ros_context, watch_cloud: bool = True, **parameters):
         context, self.executor, add = ros_context
         overrides = [Parameter(key, value=value) for key, value in {"device": "cpu", **parameters}.items()]
         self.node = add(DepthFusionNode(context=context, parameter_overrides=overrides))
@@ -31,7 +31,7 @@ class FusionRig:
         self.depth = self.probe.watch(Image, "depth/image_rect")
         self.confidence = self.probe.watch(Image, "depth/confidence")
         self.info = self.probe.watch(CameraInfo, "depth/camera_info")
-        self.cloud = self.probe.watch(PointCloud2, "depth/points")
+        self.cloud = self.probe.watch(PointCloud2, "depth/points") if watch_cloud else None
         self.diagnostics = self.probe.watch(DiagnosticArray, "/diagnostics", 50)
         self.publisher = self.probe.create_publisher(FocalStackMsg, "focal_stack", stream_qos())
 
@@ -57,11 +57,15 @@ class FusionRig:
         def pick(bucket):
             return [m for m in bucket if math.isclose(conversions.stamp_to_seconds(m.header.stamp), stamp_s, abs_tol=1e-6)]
 
-        spin_until(self.executor, lambda: all(pick(b) for b in (self.depth, self.confidence, self.info, self.cloud)), 10.0)
-        return tuple(pick(b) for b in (self.depth, self.confidence, self.info, self.cloud))
+        buckets = (self.depth, self.confidence, self.info) + ((self.cloud,) if self.cloud is not None else ())
+        spin_until(self.executor, lambda: all(pick(b) for b in buckets), 10.0)
+        return tuple(pick(b) if b is not None else [] for b in (self.depth, self.confidence, self.info, self.cloud))
 
 
-def restamp(msg, seconds: float):
+def restamp(msg, seconds: float, sweep_number: int | None = None):
+    """A copy of the stack message with another stamp (and sweep_number, when given)."""
     msg = copy.deepcopy(msg)
     conversions.seconds_to_stamp(seconds, msg.header.stamp)
+    if sweep_number is not None:
+        msg.sweep_number = sweep_number
     return msg

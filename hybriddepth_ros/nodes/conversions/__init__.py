@@ -2,10 +2,11 @@
 
 image (sensor_msgs/Image), camera_info, stamp, focal_stack
 (hybriddepth_ros/FocalStack) and point_cloud (sensor_msgs/PointCloud2).
-cv_bridge and sensor_msgs_py are used when the ROS install has them; the
-numpy fallbacks run where they are absent and are tested to agree with them.
-Decoding (message -> core) is ROS-free, in core/stack/message_decoding.py,
-so the bag reader (core/data/bags.py) applies the same rules.
+cv_bridge (decided per call: while it works) and sensor_msgs_py are used when
+the ROS install has them; the numpy fallbacks run otherwise and are tested to
+agree with them. Decoding (message -> core) is ROS-free, in
+core/stack/message_decoding.py, so the bag reader (core/data/bags.py) applies
+the same rules.
 """
 
 from .camera_info import camera_info_to_intrinsics, intrinsics_to_camera_info

@@ -19,8 +19,11 @@ def focal_stack_from_msg(msg) -> FocalStack:
     return core_focal_stack_from_msg(msg, decode_image=image_to_rgb8)
 
 
-def focal_stack_to_msg(stack: FocalStack, msg_type, sweep_duration_s: float = 0.0):
-    """A FocalStack message (of `msg_type`) from a core FocalStack, frames as rgb8."""
+def focal_stack_to_msg(stack: FocalStack, msg_type, sweep_duration_s: float = 0.0, sweep_number: int = 0):
+    """A FocalStack message (of `msg_type`) from a core FocalStack, frames as rgb8.
+
+    `sweep_number` is the publisher's count of its stacks (1, 2, ...; 0: not counted).
+    """
     header = Header(frame_id=stack.frame_id)
     seconds_to_stamp(stack.stamp_s, header.stamp)
     msg = msg_type()
@@ -31,4 +34,5 @@ def focal_stack_to_msg(stack: FocalStack, msg_type, sweep_duration_s: float = 0.
     msg.reference_index = int(stack.reference_index)
     msg.registered = bool(stack.registered)
     msg.sweep_duration = float(sweep_duration_s)
+    msg.sweep_number = int(sweep_number)
     return msg

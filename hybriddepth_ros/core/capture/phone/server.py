@@ -35,10 +35,13 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.frames import CloseCode
-from websockets.http11 import Request, Response
+from .websockets_version import require_websockets
+
+require_websockets()  # a clear CaptureError, before the imports below fail on a too-old websockets
+from websockets.asyncio.server import ServerConnection, serve  # noqa: E402
+from websockets.exceptions import ConnectionClosed  # noqa: E402
+from websockets.frames import CloseCode  # noqa: E402
+from websockets.http11 import Request, Response  # noqa: E402
 
 from ...stack.camera import CameraIntrinsics
 from ...stack.focal_stack import DEFAULT_FRAME_ID, MAX_FRAMES, MAX_IMAGE_SIDE_PX, FocalStack
