@@ -14,7 +14,7 @@ ratio is rescaled (nearest neighbour); anything else is refused.
 
 Parameters: output_dir, depth_topic, slop_s, sync_queue_size, max_samples
 (0: no limit), min_interval_s (skip stacks closer in time than this to the
-last recorded one), reliable_qos (of the focal_stack subscription).
+last recorded one); QoS through the standard qos_overrides (nodes/qos.py).
 Publishes one status per stack on /diagnostics.
 """
 
@@ -37,7 +37,7 @@ from ..core.stack.focal_stack import FocalStackError
 from . import conversions
 from .diagnostics import ERROR, OK, RECORDER_DIAGNOSTIC_NAME, DiagnosticReporter
 from .parameters import ParameterSpec, declare_parameters, not_empty
-from .qos import stream_qos
+from .qos import OVERRIDABLE, stream_qos
 from .run import run_node
 
 DIAGNOSTIC_NAME = RECORDER_DIAGNOSTIC_NAME
@@ -57,7 +57,6 @@ RECORDER_PARAMETERS = (
     ParameterSpec("max_samples", 0, "Stop recording after this many samples (0: no limit).", low=0, high=10**9),
     ParameterSpec("min_interval_s", 0.0, "Skip stacks closer in time than this to the last recorded one, seconds.",
                   low=0.0, high=86400.0),
-    ParameterSpec("reliable_qos", True, "Reliable delivery of focal_stack (see nodes/qos.py)."),
 )
 
 
@@ -77,8 +76,11 @@ class DatasetRecorderNode(Node):
         self._diagnostics = DiagnosticReporter(self, DIAGNOSTIC_NAME)
         self.samples_recorded = 0
         self._last_recorded_s: float | None = None
-        self.create_subscription(FocalStackMsg, "focal_stack", self._on_stack, stream_qos(bool(values["reliable_qos"])))
-        self.create_subscription(Image, self.depth_topic, self._on_depth, qos_profile_sensor_data)
+        self.create_subscription(FocalStackMsg, "focal_stack", self._on_stack, stream_qos(),
+                                 qos_overriding_options=OVERRIDABLE)
+        # Best effort matches both kinds of depth camera publisher; qos_overrides changes it.
+        self.create_subscription(Image, self.depth_topic, self._on_depth, qos_profile_sensor_data,
+                                 qos_overriding_options=OVERRIDABLE)
         self.get_logger().info(
             f"recording focal_stack + {self.depth_topic} into {self.output_dir.resolve()} "
             f"(slop {self._pairer.slop_ns / 1e9:g} s)"

@@ -41,7 +41,7 @@ def focal_stack_msg(typestore, stamp_ns: int, stack):
     return types[FOCAL_STACK_TYPE](
         header=header(typestore, stamp_ns), frames=[image(typestore, stamp_ns, f, "rgb8") for f in stack.frames],
         focus_distances=np.asarray(stack.focus_distances_m, np.float32), camera_info=info,
-        reference_index=0, registered=True, sweep_duration=0.5,
+        reference_index=0, registered=True, sweep_duration=0.5, sweep_number=1,
     )
 
 
