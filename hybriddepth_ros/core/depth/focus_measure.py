@@ -19,6 +19,10 @@ from ..models.focus_measure import LUMA_WEIGHTS, FocusMeasureDFF, box_mean, modi
 from ..stack.focal_stack import FocalStack
 from .base import DepthBackend, DepthResult
 from .densify import (
+    UPSAMPLE_SIGMA_FRACTION,
+    _twice,
+    joint_upsample,
+    luminance,
     DEFAULT_DECAY_PX,
     DEFAULT_GUIDE_SIGMA,
     DEFAULT_SEED_MIN_CONFIDENCE,
@@ -33,6 +37,9 @@ DEFAULT_WINDOW_PX = 9
 DEFAULT_CURVE_EXPONENT = -3.0
 """Box-Cox exponent of the peak fit: -3 for disc blur (real lenses), -1.5 for the NYU protocol's Gaussian blur."""
 DEFAULT_DENSIFY = True
+DEFAULT_END_PEAK_WEIGHT = 1.0
+"""Confidence factor of pixels sharpest in the first or last frame when they anchor the fill: their
+depth is the end of the sweep (refined towards its neighbour), right when the sweep spans the scene."""
 CPU_THREADS = 1
 """Torch threads for this backend's CPU work. Its operations are short and memory-bound: on this
 project's shared 2-core machine, two threads waited on each other (an elementwise product over a
@@ -49,6 +56,9 @@ class FocusMeasureBackend(DepthBackend):
       NaN wherever the focus curve has no interior peak.
     seed_min_confidence, smoothness, guide_sigma, decay_px: those of
       DensifyParams (used when densify is on).
+    end_peak_weight: with densify on, pixels sharpest in the first or last
+      frame anchor the fill at that end of the sweep (PeakFit.end_depth_m),
+      their confidence scaled by this (0: they are filled like holes).
     min_confidence: depth below this confidence is set to NaN (0 keeps every
       pixel; the confidence map is returned either way).
     """
@@ -68,6 +78,7 @@ class FocusMeasureBackend(DepthBackend):
         smoothness: float = DEFAULT_SMOOTHNESS,
         guide_sigma: float = DEFAULT_GUIDE_SIGMA,
         decay_px: float = DEFAULT_DECAY_PX,
+        end_peak_weight: float = DEFAULT_END_PEAK_WEIGHT,
     ) -> None:
         if not 0.0 <= min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
@@ -75,6 +86,9 @@ class FocusMeasureBackend(DepthBackend):
         self.dff = FocusMeasureDFF(window_px, curve_exponent, noise_floor, second_peak_tolerance)
         self.min_confidence = min_confidence
         self.densify = bool(densify)
+        if not 0.0 <= end_peak_weight <= 1.0:
+            raise ValueError(f"end_peak_weight must be in [0, 1], got {end_peak_weight}")
+        self.end_peak_weight = end_peak_weight
         self.densify_params = DensifyParams(seed_min_confidence, smoothness, guide_sigma, decay_px).validate()
 
     def _estimate(self, stack: FocalStack) -> DepthResult:
@@ -84,37 +98,91 @@ class FocusMeasureBackend(DepthBackend):
             return self._estimate_on_device(stack)
 
     def _estimate_on_device(self, stack: FocalStack) -> DepthResult:
+        frames = torch.from_numpy(np.ascontiguousarray(stack.frames)).to(self.device)  # (N, H, W, 3) uint8
+        distances_m = torch.as_tensor(np.asarray(stack.focus_distances_m, dtype=np.float64), device=self.device)
+        diopters = (1.0 / distances_m).float()
+        valid = None if stack.valid_mask is None else torch.from_numpy(stack.valid_mask).to(self.device)
+        if self.densify and min(stack.height, stack.width) >= 2 * MIN_DENSE_SIDE_PX:
+            return self._dense(frames, diopters, valid)
         timings_s: dict[str, float] = {}
         start_s = time.perf_counter()
-        frames = torch.from_numpy(np.ascontiguousarray(stack.frames)).to(self.device)  # (N, H, W, 3) uint8
-        luma = _luminance_unit(frames)
-        focus = self.dff.focus_measure(luma)
+        focus = self.dff.focus_measure(_luminance_unit(frames))
         timings_s["focus_measure"] = time.perf_counter() - start_s
-
         start_s = time.perf_counter()
-        distances_m = torch.as_tensor(np.asarray(stack.focus_distances_m, dtype=np.float64), device=self.device)
-        fit = self.dff.peak_fit(focus, (1.0 / distances_m).float())
+        fit = self.dff.peak_fit(focus, diopters)
         depth_m = fit.depth_m
         confidence = torch.where(torch.isnan(depth_m), 0.0, fit.confidence)
         timings_s["peak_fit"] = time.perf_counter() - start_s
-        diagnostics: dict[str, float | str] = {}
-        measured = torch.isfinite(depth_m)
-
-        if self.densify:
+        if self.densify:  # too small to work at half size
             start_s = time.perf_counter()
-            valid = None if stack.valid_mask is None else torch.from_numpy(stack.valid_mask).to(self.device)
-            guide = all_in_focus_guide(frames, guide_frame_index(focus, fit.peak_index, confidence, self.densify_params.seed_min_confidence))
-            anchor_confidence = confidence * own_texture_factor(guide, self.dff.window_px)
-            dense = densify(depth_m, anchor_confidence, guide, valid, self.densify_params)
-            depth_m, confidence, measured = dense.depth_m, dense.confidence, dense.measured
-            inside = dense.measured.numel() if valid is None else int(valid.sum())
-            diagnostics["measured_fraction"] = float(dense.measured.sum()) / max(inside, 1)
-            if not bool(dense.measured.any()):
-                diagnostics["note"] = (
-                    f"no pixel has a focus peak with confidence >= {self.densify_params.seed_min_confidence}: "
-                    "no focus cue in this stack, so no depth"
-                )
+            guide = all_in_focus_guide(frames, guide_frame_index(
+                focus, fit.peak_index, confidence, self.densify_params.seed_min_confidence))
+            depth_m, confidence, measured, diagnostics = self._fill(guide, fit, depth_m, confidence, valid)
             timings_s["densify"] = time.perf_counter() - start_s
+        else:
+            measured, diagnostics = torch.isfinite(depth_m), {}
+        return self._result(depth_m, confidence, measured, timings_s, diagnostics)
+
+    def _dense(self, frames: torch.Tensor, diopters: torch.Tensor, valid: torch.Tensor | None) -> DepthResult:
+        """Focus measure, peak fit and fill at half size (2x2 blocks), then joint-upsampled to the frames' size.
+
+        The focus measure is a window average (9 px by default), so a depth per
+        2x2 block loses little; it makes the peak fit and the solve four times
+        cheaper. The final upsampling follows the full-size all-in-focus image.
+        """
+        timings_s: dict[str, float] = {}
+        start_s = time.perf_counter()
+        frames_float = frames.float()
+        detail = modified_laplacian(frames_float @ _luma_weights(frames.device, 1.0 / 255.0))
+        half_window_px = (self.dff.window_px // 2) | 1
+        focus = box_mean(_sum_pool_2x2(detail) / 4.0, half_window_px)
+        timings_s["focus_measure"] = time.perf_counter() - start_s
+
+        start_s = time.perf_counter()
+        fit = self.dff.peak_fit(focus, diopters)
+        confidence = torch.where(torch.isnan(fit.depth_m), 0.0, fit.confidence)
+        timings_s["peak_fit"] = time.perf_counter() - start_s
+
+        start_s = time.perf_counter()
+        height, width = frames.shape[1:3]
+        rows, cols = focus.shape[-2:]
+        half_valid = None if valid is None else _sum_pool_2x2(valid[None].float())[0] > 3.5
+        index = guide_frame_index(focus, fit.peak_index, confidence, self.densify_params.seed_min_confidence)
+        index = _twice(_twice(index[None], 1), 2)[0]
+        if index.shape != (height, width):
+            index = F.pad(index[None, None].float(), (0, width - index.shape[1], 0, height - index.shape[0]), mode="replicate")[0, 0].long()
+        full_guide = all_in_focus_guide(frames, index)
+        half_guide = _sum_pool_2x2(full_guide) / 4.0
+        depth_m, confidence, measured, diagnostics = self._fill(half_guide, fit, fit.depth_m, confidence, half_valid)
+        filled = joint_upsample(torch.stack([torch.nan_to_num(1.0 / depth_m, nan=0.0), confidence]), luminance(half_guide),
+                                luminance(full_guide), self.densify_params.guide_sigma * UPSAMPLE_SIGMA_FRACTION)
+        depth_m = 1.0 / filled[0].clamp(min=1e-6)
+        confidence = filled[1].clamp(0.0, 1.0)
+        measured = F.pad(_twice(_twice(measured[None].float(), 1), 2), (0, width - 2 * cols, 0, height - 2 * rows), mode="replicate")[0] > 0.5
+        if valid is not None:
+            depth_m = depth_m.masked_fill(~valid, torch.nan)
+        elif not bool(measured.any()):
+            depth_m = torch.full_like(depth_m, torch.nan)
+        timings_s["densify"] = time.perf_counter() - start_s
+        return self._result(depth_m, confidence, measured, timings_s, diagnostics)
+
+    def _fill(self, guide, fit, depth_m, confidence, valid):
+        """Densify the peak fit under `guide` (3, h, w) of the same size; returns depth, confidence, measured, diagnostics."""
+        at_end = torch.isnan(depth_m) & torch.isfinite(fit.end_depth_m)
+        anchor_depth_m = torch.where(at_end, fit.end_depth_m, depth_m)
+        anchor_confidence = torch.where(at_end, self.end_peak_weight * fit.confidence, confidence)
+        anchor_confidence = anchor_confidence * own_texture_factor(guide, self.dff.window_px)
+        dense = densify(anchor_depth_m, anchor_confidence, guide, valid, self.densify_params)
+        inside = dense.measured.numel() if valid is None else int(valid.sum())
+        diagnostics: dict[str, float | str] = {"measured_fraction": float(dense.measured.sum()) / max(inside, 1)}
+        if not bool(dense.measured.any()):
+            diagnostics["note"] = (
+                f"no pixel has a focus peak with confidence >= {self.densify_params.seed_min_confidence}: "
+                "no focus cue in this stack, so no depth"
+            )
+        return dense.depth_m, dense.confidence, dense.measured, diagnostics
+
+    def _result(self, depth_m, confidence, measured, timings_s, diagnostics) -> DepthResult:
         if self.min_confidence > 0:
             depth_m = torch.where(confidence >= self.min_confidence, depth_m, torch.nan)
         confidence = torch.where(torch.isnan(depth_m), 0.0, confidence)
@@ -122,6 +190,17 @@ class FocusMeasureBackend(DepthBackend):
         confidence_np = confidence.cpu().numpy().astype(np.float32)
         measured_np = (measured & torch.isfinite(depth_m)).cpu().numpy()
         return DepthResult(depth_np, confidence_np, timings_s, diagnostics, measured_np)
+
+
+MIN_DENSE_SIDE_PX = 24
+"""Below twice this short side the dense path works at full size."""
+
+
+def _sum_pool_2x2(planes: torch.Tensor) -> torch.Tensor:
+    """2x2 sums over the last two axes; an odd last row or column is dropped."""
+    height, width = planes.shape[-2] // 2 * 2, planes.shape[-1] // 2 * 2
+    rows = planes[..., 0:height:2, :width] + planes[..., 1:height:2, :width]
+    return rows[..., 0::2] + rows[..., 1::2]
 
 
 OWN_TEXTURE_FULL = 1.0
@@ -171,17 +250,17 @@ def guide_frame_index(focus: torch.Tensor, peak_index: torch.Tensor, confidence:
 
 def all_in_focus_guide(frames: torch.Tensor, peak_index: torch.Tensor) -> torch.Tensor:
     """(3, H, W) guide in [0, 1]: each pixel from the frame where its focus measure peaks."""
-    guide = frames[0]
-    for index in range(1, frames.shape[0]):
-        guide = torch.where((peak_index == index)[..., None], frames[index], guide)
-    return guide.permute(2, 0, 1).float() / 255.0
+    index = peak_index[None, :, :, None].expand(1, *frames.shape[1:])
+    return frames.gather(0, index)[0].permute(2, 0, 1).float() / 255.0  # uint8 or float frames in 0..255
 
 
 def _luminance_unit(frames: torch.Tensor) -> torch.Tensor:
     """(N, H, W) luminance in [0, 1] from (N, H, W, 3) uint8 frames."""
-    unit = frames.float() / 255.0
-    red, green, blue = unit.unbind(-1)
-    return red * LUMA_WEIGHTS[0] + green * LUMA_WEIGHTS[1] + blue * LUMA_WEIGHTS[2]
+    return frames.float() @ _luma_weights(frames.device, 1.0 / 255.0)
+
+
+def _luma_weights(device, scale: float) -> torch.Tensor:
+    return torch.tensor(LUMA_WEIGHTS, device=device) * scale
 
 
 @contextlib.contextmanager
