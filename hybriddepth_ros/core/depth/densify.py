@@ -49,17 +49,12 @@ ITERATIONS_COARSEST, ITERATIONS_PER_LEVEL, ITERATIONS_FINEST = 80, 12, 6
 
 @dataclass(frozen=True)
 class DensifyParams:
-    """seed_min_confidence, smoothness (lambda), guide_sigma, decay_px: see the module docstring.
-
-    finest_level: 0 solves at the full size; 1 at half size, then upsamples
-    (bilinear, measured pixels kept), which is faster on a CPU.
-    """
+    """seed_min_confidence, smoothness (lambda), guide_sigma, decay_px: see the module docstring."""
 
     seed_min_confidence: float = DEFAULT_SEED_MIN_CONFIDENCE
     smoothness: float = DEFAULT_SMOOTHNESS
     guide_sigma: float = DEFAULT_GUIDE_SIGMA
     decay_px: float = DEFAULT_DECAY_PX
-    finest_level: int = 0
 
     def validate(self) -> "DensifyParams":
         if not 0.0 <= self.seed_min_confidence <= 1.0:
@@ -68,8 +63,6 @@ class DensifyParams:
             raise ValueError(
                 f"smoothness, guide_sigma and decay_px must be > 0, got {self.smoothness}, {self.guide_sigma}, {self.decay_px}"
             )
-        if self.finest_level not in (0, 1, 2):
-            raise ValueError(f"finest_level must be 0, 1 or 2, got {self.finest_level}")
         return self
 
 
@@ -94,7 +87,6 @@ def densify(
     Pixels outside `valid` (bool, (H, W)) are neither anchors nor published.
     With no anchor at all, nothing is invented: depth stays NaN everywhere.
     """
-    height, width = depth_m.shape
     inside = torch.ones_like(depth_m, dtype=torch.bool) if valid is None else valid
     measured = torch.isfinite(depth_m) & (depth_m > 0) & (confidence >= params.seed_min_confidence) & inside
     if not bool(measured.any()):
@@ -107,12 +99,11 @@ def densify(
     targets = torch.stack([inverse_depth, torch.where(measured, confidence, 0.0)])
     decay = torch.tensor([0.0, params.smoothness / params.decay_px**2], device=depth_m.device, dtype=depth_m.dtype)
 
-    finest_level = min(params.finest_level, _level_count(height, width) - 1)
-    levels = _pyramid(weights, weights * targets, _edge_weights(guide, params), guide, finest_level)
+    levels = _pyramid(weights, weights * targets, _edge_weights(guide, params), guide)
     solution = None
     for level_index in range(len(levels) - 1, -1, -1):
         level = levels[level_index]
-        scale = 4.0 ** (level_index + finest_level)
+        scale = 4.0**level_index
         operator = _Operator(level, decay * scale)
         if solution is None:
             known = level.weight > 0
@@ -125,13 +116,9 @@ def densify(
             iterations = ITERATIONS_FINEST if level_index == 0 else ITERATIONS_PER_LEVEL
         solution = _conjugate_gradients(operator, level.numerator, solution, iterations)
 
-    guides = [guide]
-    for _ in range(finest_level):
-        guides.append(_sum_pool(guides[-1]) / 4.0)
-    for level in range(finest_level, 0, -1):
-        solution = joint_upsample(solution, luminance(guides[level]), luminance(guides[level - 1]),
-                                  params.guide_sigma * UPSAMPLE_SIGMA_FRACTION)
-    filled_inverse = solution[0].clamp(min=1e-6)
+    # Conjugate-gradient iterates can overshoot; the exact solution lies within the anchors' range.
+    anchors = inverse_depth[measured]
+    filled_inverse = solution[0].clamp(min=float(anchors.min()), max=float(anchors.max()))
     filled_depth = torch.where(measured, depth_m, 1.0 / filled_inverse)
     filled_confidence = torch.where(measured, confidence, solution[1].clamp(0.0, 1.0))
     filled_depth = torch.where(inside, filled_depth, torch.nan)
@@ -157,32 +144,20 @@ def _edge_weights(guide: torch.Tensor, params: DensifyParams) -> tuple[torch.Ten
             params.smoothness * vertical.clamp(min=MIN_EDGE_WEIGHT))
 
 
-def _level_count(height: int, width: int) -> int:
-    """How many pyramid levels (full size first) keep the short side >= COARSEST_SIDE_PX."""
-    count, short = 1, min(height, width)
-    while short // 2 >= COARSEST_SIDE_PX:
-        short //= 2
-        count += 1
-    return count
-
-
-def _pyramid(weight: torch.Tensor, numerator: torch.Tensor, edges, guide: torch.Tensor, finest_level: int) -> list[_Level]:
-    """Levels from the finest solved (full size / 2**finest_level) to the coarsest (short side >= COARSEST_SIDE_PX).
+def _pyramid(weight: torch.Tensor, numerator: torch.Tensor, edges, guide: torch.Tensor) -> list[_Level]:
+    """Levels from the input's size to the coarsest (short side >= COARSEST_SIDE_PX).
 
     Coarse couplings come from the fine ones (`_coarse_couplings`), so an edge
     of the guide stays an edge at every level instead of being averaged away.
     """
     horizontal, vertical = edges
     levels = []
-    level = 0
     while True:
-        if level >= finest_level:
-            levels.append(_Level(weight, numerator, horizontal, vertical, guide))
+        levels.append(_Level(weight, numerator, horizontal, vertical, guide))
         if min(weight.shape[-2:]) // 2 < COARSEST_SIDE_PX:
             break
         weight, numerator, guide = _sum_pool(weight), _sum_pool(numerator), _sum_pool(guide) / 4.0
         horizontal, vertical = _coarse_couplings(horizontal, vertical, *weight.shape[-2:])
-        level += 1
     return levels
 
 

@@ -40,6 +40,8 @@ DEFAULT_DENSIFY = True
 DEFAULT_END_PEAK_WEIGHT = 1.0
 """Confidence factor of pixels sharpest in the first or last frame when they anchor the fill: their
 depth is the end of the sweep (refined towards its neighbour), right when the sweep spans the scene."""
+END_PEAK_CONFIDENCE_SCALE = 0.5
+"""Published confidence of those anchors, relative to a measurement's: the true depth may lie beyond the sweep."""
 CPU_THREADS = 1
 """Torch threads for this backend's CPU work. Its operations are short and memory-bound: on this
 project's shared 2-core machine, two threads waited on each other (an elementwise product over a
@@ -153,7 +155,13 @@ class FocusMeasureBackend(DepthBackend):
             index = F.pad(index[None, None].float(), (0, width - index.shape[1], 0, height - index.shape[0]), mode="replicate")[0, 0].long()
         full_guide = all_in_focus_guide(frames, index)
         half_guide = _sum_pool_2x2(full_guide) / 4.0
-        depth_m, confidence, measured, diagnostics = self._fill(half_guide, fit, fit.depth_m, confidence, half_valid)
+        # Solved over the whole grid (anchors only inside the registered area), so that upsampling
+        # next to the area's border blends no missing values; the border is applied at full size.
+        if half_valid is not None:
+            confidence = confidence * half_valid
+        depth_m, confidence, measured, diagnostics = self._fill(half_guide, fit, fit.depth_m, confidence, None)
+        if half_valid is not None:
+            diagnostics["measured_fraction"] = float((measured & half_valid).sum()) / max(int(half_valid.sum()), 1)
         filled = joint_upsample(torch.stack([torch.nan_to_num(1.0 / depth_m, nan=0.0), confidence]), luminance(half_guide),
                                 luminance(full_guide), self.densify_params.guide_sigma * UPSAMPLE_SIGMA_FRACTION)
         depth_m = 1.0 / filled[0].clamp(min=1e-6)
@@ -173,14 +181,18 @@ class FocusMeasureBackend(DepthBackend):
         anchor_confidence = torch.where(at_end, self.end_peak_weight * fit.confidence, confidence)
         anchor_confidence = anchor_confidence * own_texture_factor(guide, self.dff.window_px)
         dense = densify(anchor_depth_m, anchor_confidence, guide, valid, self.densify_params)
+        # Sharpest at an end of the sweep: an anchor, but a bound rather than a measurement.
+        end_anchor = dense.measured & at_end
+        measured = dense.measured & ~at_end
+        filled_confidence = torch.where(end_anchor, END_PEAK_CONFIDENCE_SCALE * dense.confidence, dense.confidence)
         inside = dense.measured.numel() if valid is None else int(valid.sum())
-        diagnostics: dict[str, float | str] = {"measured_fraction": float(dense.measured.sum()) / max(inside, 1)}
+        diagnostics: dict[str, float | str] = {"measured_fraction": float(measured.sum()) / max(inside, 1)}
         if not bool(dense.measured.any()):
             diagnostics["note"] = (
                 f"no pixel has a focus peak with confidence >= {self.densify_params.seed_min_confidence}: "
                 "no focus cue in this stack, so no depth"
             )
-        return dense.depth_m, dense.confidence, dense.measured, diagnostics
+        return dense.depth_m, filled_confidence, measured, diagnostics
 
     def _result(self, depth_m, confidence, measured, timings_s, diagnostics) -> DepthResult:
         if self.min_confidence > 0:
