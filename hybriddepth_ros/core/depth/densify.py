@@ -35,15 +35,17 @@ import torch.nn.functional as F
 
 from ..models.focus_measure import LUMA_WEIGHTS
 
-DEFAULT_SEED_MIN_CONFIDENCE = 0.5
+DEFAULT_SEED_MIN_CONFIDENCE = 0.3
 """Measured pixels at or above this confidence anchor the solve; those below are filled like holes."""
 DEFAULT_SMOOTHNESS = 0.5
 DEFAULT_GUIDE_SIGMA = 0.06
 """Colour difference (guide in [0, 1]) at which neighbours' coupling falls to exp(-1/2)."""
-DEFAULT_DECAY_PX = 24.0
+DEFAULT_DECAY_PX = 16.0
 MIN_EDGE_WEIGHT = 1e-4
 """Coupling kept across the strongest edges, so every pixel connected to a measurement gets depth."""
 COARSEST_SIDE_PX = 24
+AGREEMENT_SCALE = 0.05
+"""Relative gap between a measurement and the fill through it at which its confidence halves."""
 ITERATIONS_COARSEST, ITERATIONS_PER_LEVEL, ITERATIONS_FINEST = 80, 12, 6
 
 
@@ -120,7 +122,10 @@ def densify(
     anchors = inverse_depth[measured]
     filled_inverse = solution[0].clamp(min=float(anchors.min()), max=float(anchors.max()))
     filled_depth = torch.where(measured, depth_m, 1.0 / filled_inverse)
-    filled_confidence = torch.where(measured, confidence, solution[1].clamp(0.0, 1.0))
+    # A measurement its edge-aware neighbourhood disagrees with is likely an outlier (noise, an
+    # edge's halo): its confidence falls with the relative gap to the smooth solution.
+    gap = (inverse_depth - filled_inverse).abs() / filled_inverse / AGREEMENT_SCALE
+    filled_confidence = torch.where(measured, confidence / (1.0 + gap * gap), solution[1].clamp(0.0, 1.0))
     filled_depth = torch.where(inside, filled_depth, torch.nan)
     filled_confidence = torch.where(inside, filled_confidence, 0.0)
     return Densified(filled_depth, filled_confidence, measured)
@@ -156,7 +161,7 @@ def _pyramid(weight: torch.Tensor, numerator: torch.Tensor, edges, guide: torch.
         levels.append(_Level(weight, numerator, horizontal, vertical, guide))
         if min(weight.shape[-2:]) // 2 < COARSEST_SIDE_PX:
             break
-        weight, numerator, guide = _sum_pool(weight), _sum_pool(numerator), _sum_pool(guide) / 4.0
+        weight, numerator, guide = sum_pool_2x2(weight), sum_pool_2x2(numerator), sum_pool_2x2(guide) / 4.0
         horizontal, vertical = _coarse_couplings(horizontal, vertical, *weight.shape[-2:])
     return levels
 
@@ -205,7 +210,7 @@ UPSAMPLE_SIGMA_FRACTION = 0.5
 """Joint upsampling compares luminance only, so it separates edges more sharply (sigma / 2) than the solve, which compares colour."""
 
 
-def _twice(planes: torch.Tensor, dim: int) -> torch.Tensor:
+def repeat_twice(planes: torch.Tensor, dim: int) -> torch.Tensor:
     """Each entry repeated twice along `dim` (1 or 2 of a 3-D tensor); faster than repeat_interleave on a CPU."""
     shape = list(planes.shape)
     shape[dim] *= 2
@@ -231,11 +236,11 @@ def _coarse_couplings(horizontal: torch.Tensor, vertical: torch.Tensor, height: 
             series(inner_v[:-1, :], crossing_v, inner_v[1:, :]))
 
 
-def _sum_pool(planes: torch.Tensor) -> torch.Tensor:
-    """2x2 sums of (K, h, w) planes; an odd last row or column is dropped (slices: avg_pool2d is slower on a CPU)."""
+def sum_pool_2x2(planes: torch.Tensor) -> torch.Tensor:
+    """2x2 sums over the last two axes; an odd last row or column is dropped (slices: avg_pool2d is slower on a CPU)."""
     height, width = planes.shape[-2] // 2 * 2, planes.shape[-1] // 2 * 2
-    rows = planes[:, 0:height:2, :width] + planes[:, 1:height:2, :width]
-    return rows[:, :, 0::2] + rows[:, :, 1::2]
+    rows = planes[..., 0:height:2, :width] + planes[..., 1:height:2, :width]
+    return rows[..., 0::2] + rows[..., 1::2]
 
 
 class _Operator:

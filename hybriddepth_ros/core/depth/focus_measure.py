@@ -19,16 +19,17 @@ from ..models.focus_measure import LUMA_WEIGHTS, FocusMeasureDFF, box_mean, modi
 from ..stack.focal_stack import FocalStack
 from .base import DepthBackend, DepthResult
 from .densify import (
-    UPSAMPLE_SIGMA_FRACTION,
-    _twice,
-    joint_upsample,
-    luminance,
     DEFAULT_DECAY_PX,
     DEFAULT_GUIDE_SIGMA,
     DEFAULT_SEED_MIN_CONFIDENCE,
     DEFAULT_SMOOTHNESS,
+    UPSAMPLE_SIGMA_FRACTION,
     DensifyParams,
     densify,
+    joint_upsample,
+    luminance,
+    repeat_twice,
+    sum_pool_2x2,
 )
 from .device import resolve_device
 
@@ -137,7 +138,7 @@ class FocusMeasureBackend(DepthBackend):
         frames_float = frames.float()
         detail = modified_laplacian(frames_float @ _luma_weights(frames.device, 1.0 / 255.0))
         half_window_px = (self.dff.window_px // 2) | 1
-        focus = box_mean(_sum_pool_2x2(detail) / 4.0, half_window_px)
+        focus = box_mean(sum_pool_2x2(detail) / 4.0, half_window_px)
         timings_s["focus_measure"] = time.perf_counter() - start_s
 
         start_s = time.perf_counter()
@@ -148,13 +149,13 @@ class FocusMeasureBackend(DepthBackend):
         start_s = time.perf_counter()
         height, width = frames.shape[1:3]
         rows, cols = focus.shape[-2:]
-        half_valid = None if valid is None else _sum_pool_2x2(valid[None].float())[0] > 3.5
+        half_valid = None if valid is None else sum_pool_2x2(valid[None].float())[0] > 3.5
         index = guide_frame_index(focus, fit.peak_index, confidence, self.densify_params.seed_min_confidence)
-        index = _twice(_twice(index[None], 1), 2)[0]
+        index = repeat_twice(repeat_twice(index[None], 1), 2)[0]
         if index.shape != (height, width):
             index = F.pad(index[None, None].float(), (0, width - index.shape[1], 0, height - index.shape[0]), mode="replicate")[0, 0].long()
         full_guide = all_in_focus_guide(frames, index)
-        half_guide = _sum_pool_2x2(full_guide) / 4.0
+        half_guide = sum_pool_2x2(full_guide) / 4.0
         # Solved over the whole grid (anchors only inside the registered area), so that upsampling
         # next to the area's border blends no missing values; the border is applied at full size.
         if half_valid is not None:
@@ -166,7 +167,7 @@ class FocusMeasureBackend(DepthBackend):
                                 luminance(full_guide), self.densify_params.guide_sigma * UPSAMPLE_SIGMA_FRACTION)
         depth_m = 1.0 / filled[0].clamp(min=1e-6)
         confidence = filled[1].clamp(0.0, 1.0)
-        measured = F.pad(_twice(_twice(measured[None].float(), 1), 2), (0, width - 2 * cols, 0, height - 2 * rows), mode="replicate")[0] > 0.5
+        measured = F.pad(repeat_twice(repeat_twice(measured[None].float(), 1), 2), (0, width - 2 * cols, 0, height - 2 * rows), mode="replicate")[0] > 0.5
         if valid is not None:
             depth_m = depth_m.masked_fill(~valid, torch.nan)
         elif not bool(measured.any()):
@@ -208,13 +209,6 @@ MIN_DENSE_SIDE_PX = 24
 """Below twice this short side the dense path works at full size."""
 
 
-def _sum_pool_2x2(planes: torch.Tensor) -> torch.Tensor:
-    """2x2 sums over the last two axes; an odd last row or column is dropped."""
-    height, width = planes.shape[-2] // 2 * 2, planes.shape[-1] // 2 * 2
-    rows = planes[..., 0:height:2, :width] + planes[..., 1:height:2, :width]
-    return rows[..., 0::2] + rows[..., 1::2]
-
-
 OWN_TEXTURE_FULL = 1.0
 """Ratio of a pixel's own (3x3) texture to its window's at which its measurement counts in full."""
 
@@ -228,8 +222,7 @@ def own_texture_factor(guide: torch.Tensor, window_px: int) -> torch.Tensor:
     far below its window's, and it should not anchor the fill. Textured pixels
     have a ratio near 1.
     """
-    luma = (guide * torch.tensor(LUMA_WEIGHTS, device=guide.device, dtype=guide.dtype)[:, None, None]).sum(0)
-    detail = modified_laplacian(luma[None])
+    detail = modified_laplacian(luminance(guide)[None])
     own = box_mean(detail, 3)[0]
     window = box_mean(detail, window_px)[0]
     return (own / window.clamp(min=1e-6) / OWN_TEXTURE_FULL).clamp(0.0, 1.0)
