@@ -46,7 +46,7 @@ MIN_EDGE_WEIGHT = 1e-4
 COARSEST_SIDE_PX = 24
 AGREEMENT_SCALE = 0.05
 """Relative gap between a measurement and the fill through it at which its confidence halves."""
-ITERATIONS_COARSEST, ITERATIONS_PER_LEVEL, ITERATIONS_FINEST = 80, 12, 6
+ITERATIONS_COARSEST, ITERATIONS_PER_LEVEL, ITERATIONS_FINEST = 30, 6, 4
 
 
 @dataclass(frozen=True)

@@ -137,9 +137,12 @@ class FocusMeasureDFF(nn.Module):
         depth_m = (1.0 / vertex).masked_fill(~(interior & (rise > 0)), torch.nan)
         # At an end frame the vertex is kept between that frame and the midpoint to its neighbour.
         at_end = ~interior & (rise > 0)
+        # Only a concave parabola's vertex is a peak; else the end frame itself is the estimate.
         end_x = _select((peak == 0).to(peak.dtype), x0, x2)
         middle_x = (end_x + x1) / 2
+        curvature = ((y2 - y1) / (x2 - x1) - (y1 - y0) / (x1 - x0)) / (x2 - x0)
         end_vertex = torch.minimum(torch.maximum(vertex, torch.minimum(end_x, middle_x)), torch.maximum(end_x, middle_x))
+        end_vertex = _select((curvature < 0).to(peak.dtype), end_vertex, end_x)
         end_depth_m = (1.0 / end_vertex).masked_fill(~at_end, torch.nan)
 
         # A single clean peak over N frames leaves the mean well below the peak;
@@ -162,7 +165,8 @@ class PeakFit:
 
     end_depth_m: where the sharpest frame is the first or the last, the
     parabola's vertex kept between that frame and the midpoint to its
-    neighbour (NaN elsewhere): a bound rather than a measurement, since the
+    neighbour, or that frame's distance where the parabola has no maximum
+    (NaN elsewhere): a bound rather than a measurement, since the
     true focus may lie beyond the sweep; confidence is computed for these
     pixels as for the others.
     """
