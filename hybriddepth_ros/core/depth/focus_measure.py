@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -120,7 +121,8 @@ class FocusMeasureBackend(DepthBackend):
             start_s = time.perf_counter()
             guide = all_in_focus_guide(frames, guide_frame_index(
                 focus, fit.peak_index, confidence, self.densify_params.seed_min_confidence))
-            depth_m, confidence, measured, diagnostics = self._fill(guide, fit, depth_m, confidence, valid)
+            depth_m, confidence, measured, diagnostics = self._fill(
+                guide, fit, depth_m, confidence, valid, self.dff.window_px, self.densify_params)
             timings_s["densify"] = time.perf_counter() - start_s
         else:
             measured, diagnostics = torch.isfinite(depth_m), {}
@@ -150,7 +152,7 @@ class FocusMeasureBackend(DepthBackend):
         height, width = frames.shape[1:3]
         rows, cols = focus.shape[-2:]
         half_valid = None if valid is None else sum_pool_2x2(valid[None].float())[0] > 3.5
-        index = guide_frame_index(focus, fit.peak_index, confidence, self.densify_params.seed_min_confidence)
+        index = guide_frame_index(focus, fit.peak_index, confidence, self.densify_params.seed_min_confidence, REGION_PX // 2)
         index = repeat_twice(repeat_twice(index[None], 1), 2)[0]
         if index.shape != (height, width):
             index = F.pad(index[None, None].float(), (0, width - index.shape[1], 0, height - index.shape[0]), mode="replicate")[0, 0].long()
@@ -160,13 +162,18 @@ class FocusMeasureBackend(DepthBackend):
         # next to the area's border blends no missing values; the border is applied at full size.
         if half_valid is not None:
             confidence = confidence * half_valid
-        depth_m, confidence, measured, diagnostics = self._fill(half_guide, fit, fit.depth_m, confidence, None)
+        # At half size each anchor stands for 4 pixels and lengths halve: the same solve as at full size.
+        half_params = replace(self.densify_params, smoothness=self.densify_params.smoothness / 4,
+                              decay_px=self.densify_params.decay_px / 2)
+        depth_m, confidence, measured, diagnostics = self._fill(half_guide, fit, fit.depth_m, confidence, None, half_window_px, half_params)
         if half_valid is not None:
             diagnostics["measured_fraction"] = float((measured & half_valid).sum()) / max(int(half_valid.sum()), 1)
-        filled = joint_upsample(torch.stack([torch.nan_to_num(1.0 / depth_m, nan=0.0), confidence]), luminance(half_guide),
+        filled = joint_upsample(torch.nan_to_num(1.0 / depth_m, nan=0.0)[None], luminance(half_guide),
                                 luminance(full_guide), self.densify_params.guide_sigma * UPSAMPLE_SIGMA_FRACTION)
         depth_m = 1.0 / filled[0].clamp(min=1e-6)
-        confidence = filled[1].clamp(0.0, 1.0)
+        # Confidence varies smoothly but for measured islands: bilinear is enough (and a third of the cost).
+        confidence = F.interpolate(confidence[None, None], scale_factor=2, mode="bilinear", align_corners=False)[0, 0]
+        confidence = F.pad(confidence[None], (0, width - 2 * cols, 0, height - 2 * rows), mode="replicate")[0].clamp(0.0, 1.0)
         measured = F.pad(repeat_twice(repeat_twice(measured[None].float(), 1), 2), (0, width - 2 * cols, 0, height - 2 * rows), mode="replicate")[0] > 0.5
         if valid is not None:
             depth_m = depth_m.masked_fill(~valid, torch.nan)
@@ -175,13 +182,13 @@ class FocusMeasureBackend(DepthBackend):
         timings_s["densify"] = time.perf_counter() - start_s
         return self._result(depth_m, confidence, measured, timings_s, diagnostics)
 
-    def _fill(self, guide, fit, depth_m, confidence, valid):
+    def _fill(self, guide, fit, depth_m, confidence, valid, window_px: int, params: DensifyParams):
         """Densify the peak fit under `guide` (3, h, w) of the same size; returns depth, confidence, measured, diagnostics."""
         at_end = torch.isnan(depth_m) & torch.isfinite(fit.end_depth_m)
         anchor_depth_m = torch.where(at_end, fit.end_depth_m, depth_m)
         anchor_confidence = torch.where(at_end, self.end_peak_weight * fit.confidence, confidence)
-        anchor_confidence = anchor_confidence * own_texture_factor(guide, self.dff.window_px)
-        dense = densify(anchor_depth_m, anchor_confidence, guide, valid, self.densify_params)
+        anchor_confidence = anchor_confidence * own_texture_factor(guide, window_px)
+        dense = densify(anchor_depth_m, anchor_confidence, guide, valid, params)
         # Sharpest at an end of the sweep: an anchor, but a bound rather than a measurement.
         end_anchor = dense.measured & at_end
         measured = dense.measured & ~at_end
@@ -232,24 +239,26 @@ REGION_PX = 16
 """Side of the blocks over which a pixel without its own focus cue looks for the sharpest frame."""
 
 
-def guide_frame_index(focus: torch.Tensor, peak_index: torch.Tensor, confidence: torch.Tensor, min_confidence: float) -> torch.Tensor:
+def guide_frame_index(
+    focus: torch.Tensor, peak_index: torch.Tensor, confidence: torch.Tensor, min_confidence: float, region_px: int = REGION_PX
+) -> torch.Tensor:
     """(H, W) frame each guide pixel is taken from: its own sharpest where measured, else its region's.
 
     A flat pixel's own sharpest frame is chosen by noise; one where a nearby
     occlusion edge is blurred would smear the edge into the guide, and the
     fill would leak across it. The frame where its region (REGION_PX blocks
-    and their neighbours) is sharpest shows nearby edges sharp.
+    and their neighbours; `region_px` at the size of `focus`) is sharpest shows nearby edges sharp.
     """
     height, width = peak_index.shape
-    if min(height, width) < 2 * REGION_PX:
+    if min(height, width) < 2 * region_px:
         return peak_index
-    regional = box_mean(F.avg_pool2d(focus[:, None], REGION_PX, ceil_mode=True)[:, 0], 3)
+    regional = box_mean(F.avg_pool2d(focus[:, None], region_px, ceil_mode=True)[:, 0], 3)
     best_value, best = regional[0], torch.zeros_like(regional[0], dtype=torch.long)
     for index in range(1, regional.shape[0]):
         higher = regional[index] > best_value
         best_value = torch.where(higher, regional[index], best_value)
         best = torch.where(higher, index, best)
-    regional_index = best.repeat_interleave(REGION_PX, 0).repeat_interleave(REGION_PX, 1)[:height, :width]
+    regional_index = best.repeat_interleave(region_px, 0).repeat_interleave(region_px, 1)[:height, :width]
     return torch.where(confidence >= min_confidence, peak_index, regional_index)
 
 

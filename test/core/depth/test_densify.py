@@ -54,7 +54,7 @@ def test_textureless_hole_in_a_textured_plane_is_filled_with_the_plane(slant):
     error = np.abs(result.depth_m[hole] - depth_m[hole]) / depth_m[hole]
     assert np.all(np.isfinite(result.depth_m))
     assert np.median(error) < 0.02 and np.percentile(error, 90) < 0.03, (np.median(error), np.percentile(error, 90))
-    assert result.diagnostics["measured_fraction"] < 0.9
+    assert result.diagnostics["measured_fraction"] < 1.0 - 0.5 * hole.mean()
 
 
 def test_an_edge_in_the_guide_stops_propagation():
