@@ -107,7 +107,8 @@ def guided_push_pull(depth_m, confidence, guide, measured, sigma: float = 0.06) 
         value, weight = F.avg_pool2d(value, 2, ceil_mode=True), F.avg_pool2d(weight, 2, ceil_mode=True)
         levels.append((value, weight, F.avg_pool2d(levels[-1][2], 2, ceil_mode=True)))
     value, weight, coarse_guide = levels[-1]
-    filled = value / weight.clamp(min=1e-12)
+    mean = value.sum() / weight.sum().clamp(min=1e-12)
+    filled = torch.where(weight > 0, value / weight.clamp(min=1e-12), mean)
     for value, weight, fine_guide in reversed(levels[:-1]):
         height, width = value.shape[-2:]
         up = F.interpolate(filled, scale_factor=2, mode="nearest")[..., :height, :width]

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from ..models.focus_measure import LUMA_WEIGHTS
 
-DEFAULT_SEED_MIN_CONFIDENCE = 0.3
+DEFAULT_SEED_MIN_CONFIDENCE = 0.5
 """Measured pixels at or above this confidence anchor the solve; those below are filled like holes."""
 DEFAULT_SMOOTHNESS = 0.5
 DEFAULT_GUIDE_SIGMA = 0.06
