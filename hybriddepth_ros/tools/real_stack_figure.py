@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("weight_free_depth.png"))
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--scale", type=float, default=1.0, help="resize the figure by this factor (e.g. 0.5 for docs)")
     args = parser.parse_args(argv)
     stack = DirectoryCapture(args.folder, width_px=args.width, height_px=args.height).capture_stack()
     fused = DepthFusion(FocusMeasureBackend(device="cpu")).process(stack)
@@ -98,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     title = (f"{args.folder.name}: reference | weight-free depth (m) | confidence    "
              f"coverage {finite[registered].mean():.1%}, sweep {near_m:g}-{far_m:g} m")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(args.out), figure(fused.reference_rgb, fused.depth_m, fused.confidence, near_m, far_m, title))
+    image = figure(fused.reference_rgb, fused.depth_m, fused.confidence, near_m, far_m, title)
+    if args.scale != 1.0:
+        image = cv2.resize(image, None, fx=args.scale, fy=args.scale, interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(args.out), image)
     print(f"wrote {args.out}")
     return 0
 

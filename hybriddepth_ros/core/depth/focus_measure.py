@@ -137,10 +137,9 @@ class FocusMeasureBackend(DepthBackend):
         """
         timings_s: dict[str, float] = {}
         start_s = time.perf_counter()
-        frames_float = frames.float()
-        detail = modified_laplacian(frames_float @ _luma_weights(frames.device, 1.0 / 255.0))
+        luma = frames.float() @ _luma_weights(frames.device, 1.0 / 255.0)
         half_window_px = (self.dff.window_px // 2) | 1
-        focus = box_mean(sum_pool_2x2(detail) / 4.0, half_window_px)
+        focus = box_mean(sum_pool_2x2(modified_laplacian(luma)) / 4.0, half_window_px)
         timings_s["focus_measure"] = time.perf_counter() - start_s
 
         start_s = time.perf_counter()
@@ -151,13 +150,12 @@ class FocusMeasureBackend(DepthBackend):
         start_s = time.perf_counter()
         height, width = frames.shape[1:3]
         rows, cols = focus.shape[-2:]
-        half_valid = None if valid is None else sum_pool_2x2(valid[None].float())[0] > 3.5
         index = guide_frame_index(focus, fit.peak_index, confidence, self.densify_params.seed_min_confidence, REGION_PX // 2)
-        index = repeat_twice(repeat_twice(index[None], 1), 2)[0]
-        if index.shape != (height, width):
-            index = F.pad(index[None, None].float(), (0, width - index.shape[1], 0, height - index.shape[0]), mode="replicate")[0, 0].long()
-        full_guide = all_in_focus_guide(frames, index)
-        half_guide = sum_pool_2x2(full_guide) / 4.0
+        # Guides: colour at half size (one pixel of each 2x2 block), luminance at full size, each
+        # from the frame chosen for its block.
+        half_guide = all_in_focus_guide(frames[:, 0:2 * rows:2, 0:2 * cols:2], index)
+        full_luma = _gather_blocks(luma, index, height, width)
+        half_valid = None if valid is None else sum_pool_2x2(valid[None].float())[0] > 3.5
         # Solved over the whole grid (anchors only inside the registered area), so that upsampling
         # next to the area's border blends no missing values; the border is applied at full size.
         if half_valid is not None:
@@ -165,20 +163,22 @@ class FocusMeasureBackend(DepthBackend):
         # At half size each anchor stands for 4 pixels and lengths halve: the same solve as at full size.
         half_params = replace(self.densify_params, smoothness=self.densify_params.smoothness / 4,
                               decay_px=self.densify_params.decay_px / 2)
-        depth_m, confidence, measured, diagnostics = self._fill(half_guide, fit, fit.depth_m, confidence, None, half_window_px, half_params)
+        depth_m, confidence, measured, diagnostics = self._fill(
+            half_guide, fit, fit.depth_m, confidence, None, half_window_px, half_params)
         if half_valid is not None:
             diagnostics["measured_fraction"] = float((measured & half_valid).sum()) / max(int(half_valid.sum()), 1)
-        filled = joint_upsample(torch.nan_to_num(1.0 / depth_m, nan=0.0)[None], luminance(half_guide),
-                                luminance(full_guide), self.densify_params.guide_sigma * UPSAMPLE_SIGMA_FRACTION)
+        filled = joint_upsample(torch.nan_to_num(1.0 / depth_m, nan=0.0)[None], luminance(half_guide), full_luma,
+                                self.densify_params.guide_sigma * UPSAMPLE_SIGMA_FRACTION)
         depth_m = 1.0 / filled[0].clamp(min=1e-6)
         # Confidence varies smoothly but for measured islands: bilinear is enough (and a third of the cost).
         confidence = F.interpolate(confidence[None, None], scale_factor=2, mode="bilinear", align_corners=False)[0, 0]
         confidence = F.pad(confidence[None], (0, width - 2 * cols, 0, height - 2 * rows), mode="replicate")[0].clamp(0.0, 1.0)
-        measured = F.pad(repeat_twice(repeat_twice(measured[None].float(), 1), 2), (0, width - 2 * cols, 0, height - 2 * rows), mode="replicate")[0] > 0.5
+        measured = repeat_twice(repeat_twice(measured[None], 1), 2)
+        measured = F.pad(measured.float(), (0, width - 2 * cols, 0, height - 2 * rows), mode="replicate")[0] > 0.5
+        if "note" in diagnostics:  # no anchor: no depth
+            depth_m = torch.full_like(depth_m, torch.nan)
         if valid is not None:
             depth_m = depth_m.masked_fill(~valid, torch.nan)
-        elif not bool(measured.any()):
-            depth_m = torch.full_like(depth_m, torch.nan)
         timings_s["densify"] = time.perf_counter() - start_s
         return self._result(depth_m, confidence, measured, timings_s, diagnostics)
 
@@ -266,6 +266,19 @@ def all_in_focus_guide(frames: torch.Tensor, peak_index: torch.Tensor) -> torch.
     """(3, H, W) guide in [0, 1]: each pixel from the frame where its focus measure peaks."""
     index = peak_index[None, :, :, None].expand(1, *frames.shape[1:])
     return frames.gather(0, index)[0].permute(2, 0, 1).float() / 255.0  # uint8 or float frames in 0..255
+
+
+def _gather_blocks(planes: torch.Tensor, index: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(height, width) from (N, height, width) planes, taking 2x2 block (i, j) from plane index[i, j]; odd edges replicated."""
+    rows, cols = index.shape
+    result = planes.new_empty(2 * rows, 2 * cols)
+    for row_parity in (0, 1):
+        for col_parity in (0, 1):
+            block = planes[:, row_parity:2 * rows:2, col_parity:2 * cols:2]
+            result[row_parity::2, col_parity::2] = block.gather(0, index[None])[0]
+    if (height, width) != (2 * rows, 2 * cols):
+        result = F.pad(result[None, None], (0, width - 2 * cols, 0, height - 2 * rows), mode="replicate")[0, 0]
+    return result
 
 
 def _luminance_unit(frames: torch.Tensor) -> torch.Tensor:
