@@ -12,7 +12,7 @@ that no test or the demo uses):
   the ground truth;
 - `nyu`: the paper's NYU protocol (core/sim/nyu_protocol.py: f/8, 50 mm, 12 um,
   7x7 gather, N focus distances linear between the scene's min and max depth),
-  no noise, with the Box-Cox exponent for Gaussian blur (-1.5).
+  no noise, with the Box-Cox exponent for Gaussian blur (-1.5) and the coarser focus band (1.0).
 For each kind and frame count it prints, averaged over the seeds: dense AbsRel,
 delta1, coverage, AUSE (AbsRel) and the ratio of the AbsRel of the most
 confident half of the pixels to that of all; and AbsRel, delta1 and coverage
@@ -43,8 +43,14 @@ from ..core.stack.camera import CameraIntrinsics
 from ..core.stack.focal_stack import FocalStack, diopter_sweep
 
 KINDS = ("sim", "simfit", "nyu")
-CURVE_EXPONENT = {"sim": -3.0, "simfit": -3.0, "nyu": -1.5}
-"""Disc blur (a real aperture) for the layered renderer, Gaussian for the NYU protocol (core/models/focus_measure.py)."""
+OPTIONS = {
+    "sim": {"curve_exponent": -3.0},
+    "simfit": {"curve_exponent": -3.0},
+    "nyu": {"curve_exponent": -1.5, "coarse_band_weight": 1.0},
+}
+"""Backend options per kind: disc blur (a real aperture) for the layered renderer; Gaussian blur, and
+the coarser focus band for frames that are blurred everywhere, for the NYU protocol
+(core/models/focus_measure.py, core/depth/focus_measure.py)."""
 SIM_SWEEP_M = (0.3, 5.0)
 
 
@@ -121,7 +127,7 @@ def guided_push_pull(depth_m, confidence, guide, measured, sigma: float = 0.06) 
 
 
 def evaluate(kind, frames, seeds, height, width, cache_dir, compare, options=None) -> dict[str, list[dict]]:
-    dense_backend = FocusMeasureBackend(device="cpu", **{"curve_exponent": CURVE_EXPONENT[kind], **(options or {})})
+    dense_backend = FocusMeasureBackend(device="cpu", **{**OPTIONS[kind], **(options or {})})
     rows: dict[str, list[dict]] = {"dense": []}
     if compare:
         rows.update({"nearest_fill": [], "guided_push_pull": []})

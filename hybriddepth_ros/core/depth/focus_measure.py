@@ -44,12 +44,14 @@ DEFAULT_END_PEAK_WEIGHT = 1.0
 depth is the end of the sweep (refined towards its neighbour), right when the sweep spans the scene."""
 END_PEAK_CONFIDENCE_SCALE = 0.5
 """Published confidence of those anchors, relative to a measurement's: the true depth may lie beyond the sweep."""
-COARSE_BAND_WEIGHT = 1.0
+DEFAULT_COARSE_BAND_WEIGHT = 0.0
 """Weight of the half-size image's modified Laplacian added to the full-size one's in the dense path.
-Blur of a few pixels erases the finest texture in every frame of a coarse sweep (the NYU protocol
-blurs everything that is not within about 1 px of focus), flattening the focus curve; the coarser band
-keeps a peak. Dense AbsRel with 1.0 instead of 0 (`tools/evaluate_weight_free.py`, seeds 1000-1003):
-NYU protocol 5 frames 0.27 -> 0.20, 10 frames 0.18 -> 0.17; simulated camera 10 frames 0.047 -> 0.048."""
+Where no frame is within about 1 px of focus (the NYU protocol's gather blurs everything else), the
+finest texture is gone from every frame and the focus curve is flat; a coarser band keeps a peak.
+Dense AbsRel with 1.0 instead of 0 (`tools/evaluate_weight_free.py`, seeds 1000-1003): NYU protocol
+5 frames 0.27 -> 0.20, 10 frames 0.18 -> 0.17. With a real lens' disc blur it biases the peak fit
+(a textured plane at 2.5 m read 7 % near instead of within 3 %), hence 0 by default; use 1.0 with
+curve_exponent -1.5 for NYU-protocol stacks."""
 CPU_THREADS = 1
 """Torch threads for this backend's CPU work. Its operations are short and memory-bound: on this
 project's shared 2-core machine, two threads waited on each other (an elementwise product over a
@@ -69,6 +71,8 @@ class FocusMeasureBackend(DepthBackend):
     end_peak_weight: with densify on, pixels sharpest in the first or last
       frame anchor the fill at that end of the sweep (PeakFit.end_depth_m),
       their confidence scaled by this (0: they are filled like holes).
+    coarse_band_weight: with densify on, the focus measure adds the
+      half-size image's band with this weight (DEFAULT_COARSE_BAND_WEIGHT).
     min_confidence: depth below this confidence is set to NaN (0 keeps every
       pixel; the confidence map is returned either way).
     """
@@ -89,6 +93,7 @@ class FocusMeasureBackend(DepthBackend):
         guide_sigma: float = DEFAULT_GUIDE_SIGMA,
         decay_px: float = DEFAULT_DECAY_PX,
         end_peak_weight: float = DEFAULT_END_PEAK_WEIGHT,
+        coarse_band_weight: float = DEFAULT_COARSE_BAND_WEIGHT,
     ) -> None:
         if not 0.0 <= min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
@@ -99,6 +104,9 @@ class FocusMeasureBackend(DepthBackend):
         if not 0.0 <= end_peak_weight <= 1.0:
             raise ValueError(f"end_peak_weight must be in [0, 1], got {end_peak_weight}")
         self.end_peak_weight = end_peak_weight
+        if not coarse_band_weight >= 0:
+            raise ValueError(f"coarse_band_weight must be >= 0, got {coarse_band_weight}")
+        self.coarse_band_weight = coarse_band_weight
         self.densify_params = DensifyParams(seed_min_confidence, smoothness, guide_sigma, decay_px).validate()
 
     def _estimate(self, stack: FocalStack) -> DepthResult:
@@ -139,7 +147,7 @@ class FocusMeasureBackend(DepthBackend):
 
         The focus measure is a window average (9 px by default), so a depth per
         2x2 block loses little; it makes the peak fit and the solve four times
-        cheaper. The focus measure adds a coarser band (COARSE_BAND_WEIGHT).
+        cheaper. The focus measure may add a coarser band (coarse_band_weight).
         The final upsampling follows the full-size all-in-focus image.
         """
         timings_s: dict[str, float] = {}
@@ -148,7 +156,9 @@ class FocusMeasureBackend(DepthBackend):
         half_window_px = (self.dff.window_px // 2) | 1
         half_luma = sum_pool_2x2(luma) / 4.0
         fine = sum_pool_2x2(modified_laplacian(luma)) / 4.0
-        focus = box_mean(fine + COARSE_BAND_WEIGHT * modified_laplacian(half_luma), half_window_px)
+        if self.coarse_band_weight > 0:
+            fine = fine + self.coarse_band_weight * modified_laplacian(half_luma)
+        focus = box_mean(fine, half_window_px)
         timings_s["focus_measure"] = time.perf_counter() - start_s
 
         start_s = time.perf_counter()
