@@ -137,3 +137,7 @@ def test_bad_densify_options_raise():
         FocusMeasureBackend(device="cpu", seed_min_confidence=1.5)
     with pytest.raises(ValueError):
         FocusMeasureBackend(device="cpu", decay_px=0.0)
+    with pytest.raises(ValueError):
+        FocusMeasureBackend(device="cpu", end_peak_weight=2.0)
+    with pytest.raises(ValueError):
+        FocusMeasureBackend(device="cpu", coarse_band_weight=-1.0)
