@@ -130,14 +130,3 @@ def test_a_stack_without_focus_cue_invents_no_depth():
     result = FocusMeasureBackend(device="cpu").estimate(_stack(frames, diopter_sweep(0.4, 3.0, 6)))
     assert np.all(np.isnan(result.depth_m)) and np.all(result.confidence == 0)
     assert "no focus cue" in result.diagnostics["note"]
-
-
-def test_bad_densify_options_raise():
-    with pytest.raises(ValueError):
-        FocusMeasureBackend(device="cpu", seed_min_confidence=1.5)
-    with pytest.raises(ValueError):
-        FocusMeasureBackend(device="cpu", decay_px=0.0)
-    with pytest.raises(ValueError):
-        FocusMeasureBackend(device="cpu", end_peak_weight=2.0)
-    with pytest.raises(ValueError):
-        FocusMeasureBackend(device="cpu", coarse_band_weight=-1.0)

@@ -142,13 +142,14 @@ def test_min_confidence_masks_depth_and_registry_builds_the_backend():
     assert np.all(result.confidence[~finite] == 0)
 
 
-def test_bad_options_raise():
+@pytest.mark.parametrize(
+    "options",
+    [{"window_px": 4}, {"min_confidence": 1.5}, {"noise_floor": 0.0}, {"seed_min_confidence": 1.5},
+     {"decay_px": 0.0}, {"end_peak_weight": 2.0}, {"coarse_band_weight": -1.0}],
+)
+def test_bad_options_raise(options):
     with pytest.raises(ValueError):
-        FocusMeasureBackend(device="cpu", window_px=4)
-    with pytest.raises(ValueError):
-        FocusMeasureBackend(device="cpu", min_confidence=1.5)
-    with pytest.raises(ValueError):
-        FocusMeasureBackend(device="cpu", noise_floor=0.0)
+        FocusMeasureBackend(device="cpu", **options)
 
 
 def test_measured_only_mode_reproduces_the_output_before_densification():
