@@ -17,7 +17,9 @@ Confidence of a propagated pixel comes from a second field solved with the same
 edge-aware weights plus a decay term (a screened Poisson equation): the
 measured confidence diffuses away from the measurements and falls by about
 1/e every `decay_px` pixels of uniform colour, and much faster across
-edges of the guide. Measured pixels keep their own confidence.
+edges of the guide. Measured pixels keep their own confidence, lowered where
+the fill through them disagrees (AGREEMENT_SCALE): on 10-frame simulated
+stacks that brought the most confident half's AbsRel from 0.57 to 0.41 of all.
 
 Both solves run together as preconditioned conjugate gradients, coarse to fine
 on an image pyramid: the coarsest level propagates across large holes in few
