@@ -49,6 +49,9 @@ COARSEST_SIDE_PX = 24
 AGREEMENT_SCALE = 0.05
 """Relative gap between a measurement and the fill through it at which its confidence halves."""
 ITERATIONS_COARSEST, ITERATIONS_PER_LEVEL, ITERATIONS_FINEST = 30, 6, 4
+PROPAGATED_CONFIDENCE_SCALE = 0.5
+"""A propagated pixel's confidence is at most this times its nearest measurements': below the
+anchors' own (>= seed_min_confidence 0.5), so thresholding at 0.5 keeps measured pixels only."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,8 @@ def densify(
     # A measurement its edge-aware neighbourhood disagrees with is likely an outlier (noise, an
     # edge's halo): its confidence falls with the relative gap to the smooth solution.
     gap = (inverse_depth - filled_inverse).abs() / filled_inverse / AGREEMENT_SCALE
-    filled_confidence = torch.where(measured, confidence / (1.0 + gap * gap), solution[1].clamp(0.0, 1.0))
+    propagated_confidence = PROPAGATED_CONFIDENCE_SCALE * solution[1].clamp(0.0, 1.0)
+    filled_confidence = torch.where(measured, confidence / (1.0 + gap * gap), propagated_confidence)
     filled_depth = torch.where(inside, filled_depth, torch.nan)
     filled_confidence = torch.where(inside, filled_confidence, 0.0)
     return Densified(filled_depth, filled_confidence, measured)
