@@ -35,7 +35,7 @@ BUILD_STAMP := $(INSTALL_BASE)/.built
 VENV_ENV := source $(VENV)/bin/activate && export AMENT_PREFIX_PATH=$(VENV)
 ACTIVATE := $(VENV_ENV) && source $(INSTALL_BASE)/setup.bash
 
-.PHONY: all venv build demo test bench clean
+.PHONY: all venv build demo test bench bench-weight-free clean
 
 all: build
 
@@ -65,6 +65,10 @@ test: $(BUILD_STAMP)
 
 bench: $(BUILD_STAMP)
 	$(ACTIVATE) && python -m hybriddepth_ros.tools.benchmark --device auto --repeats 3
+
+bench-weight-free: $(BUILD_STAMP)
+	$(ACTIVATE) && python -m hybriddepth_ros.tools.benchmark --backend focus_measure --device auto --repeats 9 \
+	  $$(test -d ../shared/data/pixel6pro_stack && echo --stack ../shared/data/pixel6pro_stack)
 
 clean:
 	rm -rf build install log demo_output

@@ -1,7 +1,16 @@
-"""Per-stage latency and peak memory of the HybridDepth backend, with deterministic random weights.
+"""Per-stage latency and peak memory of the HybridDepth backend (deterministic random weights) or the weight-free one.
 
     python -m hybriddepth_ros.tools.benchmark --device auto --frames 5 --height 480 --width 640 \
         --precision fp32 --repeats 3
+    python -m hybriddepth_ros.tools.benchmark --backend focus_measure --repeats 9 [--stack DIR]
+
+The weight-free mode times the whole fusion path of the default backend on a
+stack that needs registration (registration, focus measure, peak fit,
+densification, masks), warm = median of `--repeats` calls: the stack in
+folder DIR (e.g. ../shared/data/pixel6pro_stack) resized to the given size,
+or else a synthetic textured stack with hand-held warps between its frames.
+It also prints the machine's load average, since timings on a shared machine
+are only as good as the share the benchmark got.
 
 Runs the full backend through DepthFusion, the fusion node's own path
 (validation, preprocessing, relative branch, DFF, alignment, refinement,
@@ -110,6 +119,7 @@ class BenchmarkReport:
     peak_memory_mib: float
     peak_memory_kind: str
     gflops: dict[str, float]
+    warm_min_s: dict[str, float] | None = None
 
 
 def synthetic_stack(frames: int, height_px: int, width_px: int, seed: int = 0) -> FocalStack:
@@ -120,6 +130,89 @@ def synthetic_stack(frames: int, height_px: int, width_px: int, seed: int = 0) -
     f_px = 0.8 * width_px
     intrinsics = CameraIntrinsics(f_px, f_px, (width_px - 1) / 2, (height_px - 1) / 2, width_px, height_px)
     return FocalStack(frames=stack_frames, focus_distances_m=diopter_sweep(0.3, 3.0, frames), intrinsics=intrinsics)
+
+
+def unregistered_stack(frames: int, height_px: int, width_px: int, seed: int = 0) -> FocalStack:
+    """`synthetic_stack` with each frame shifted, rotated and zoomed a little more than the last, as hand-held."""
+    stack = synthetic_stack(frames, height_px, width_px, seed)
+    centre = ((width_px - 1) / 2.0, (height_px - 1) / 2.0)
+    warped = []
+    for index, frame in enumerate(stack.frames):
+        motion = cv2.getRotationMatrix2D(centre, 0.3 * index, 1.0 + 0.006 * index)
+        motion[:, 2] += (1.5 * index, -1.0 * index)
+        warped.append(cv2.warpAffine(frame, motion, (width_px, height_px), borderMode=cv2.BORDER_REFLECT))
+    return FocalStack(np.stack(warped), stack.focus_distances_m, stack.intrinsics, registered=False)
+
+
+def folder_stack(folder: str, height_px: int, width_px: int) -> FocalStack:
+    """The stack in `folder` (directory-backend layout) resized to width_px x height_px, unregistered."""
+    from ..core.capture.directory import DirectoryCapture
+
+    return DirectoryCapture(folder, width_px=width_px, height_px=height_px).capture_stack()
+
+
+def run_weight_free_benchmark(
+    device: str = "auto",
+    frames: int = 5,
+    height_px: int = 480,
+    width_px: int = 640,
+    repeats: int = 9,
+    stack_folder: str | None = None,
+    downstream: dict[str, DownstreamStage] | None = None,
+) -> BenchmarkReport:
+    """The default weight-free backend through DepthFusion on a stack that needs registration."""
+    from ..core.depth.focus_measure import FocusMeasureBackend
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    stack = folder_stack(stack_folder, height_px, width_px) if stack_folder else unregistered_stack(frames, height_px, width_px)
+    backend = FocusMeasureBackend(device=device)
+    fusion = DepthFusion(backend)
+    downstream = {} if downstream is None else downstream
+    cold_s = timed_call(fusion, stack, downstream)
+    warm_runs = []
+    for _ in range(repeats):
+        cpu_start_s = time.process_time()
+        warm_runs.append(timed_call(fusion, stack, downstream))
+        warm_runs[-1][PROCESS_CPU] = time.process_time() - cpu_start_s
+    cold_s[PROCESS_CPU] = float("nan")
+    warm_median_s = {name: statistics.median(run.get(name, 0.0) for run in warm_runs) for name in cold_s}
+    warm_min_s = {name: min(run.get(name, 0.0) for run in warm_runs) for name in cold_s}
+    if backend.device.type == "cuda":
+        peak_mib, kind = torch.cuda.max_memory_allocated(backend.device) / 2**20, "CUDA max_memory_allocated"
+    else:
+        peak_mib, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"
+    return BenchmarkReport(
+        device=str(backend.device), precision="float32", frames=stack.num_frames, height_px=stack.height,
+        width_px=stack.width, repeats=repeats, cold_s=cold_s, warm_median_s=warm_median_s,
+        peak_memory_mib=peak_mib, peak_memory_kind=kind, gflops={}, warm_min_s=warm_min_s,
+    )
+
+
+PROCESS_CPU = "process_cpu"
+"""CPU time of the whole process per warm call (all threads): on a shared machine, what the call cost
+even when it waited for a core."""
+WEIGHT_FREE_STAGES = ("registration", "focus_measure", "peak_fit", "densify", "masks")
+
+
+def format_weight_free_report(report: BenchmarkReport, source: str) -> str:
+    import os
+
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    lines = [
+        f"weight-free benchmark: {report.frames} frames, {report.width_px}x{report.height_px} px ({source}), "
+        f"device {report.device}, warm = median of {report.repeats}; load average {load} on {os.cpu_count()} CPUs",
+        f"{'stage':<20}{'cold ms':>10}{'warm ms':>10}{'fastest':>10}",
+    ]
+    order = [s for s in WEIGHT_FREE_STAGES if s in report.cold_s]
+    order += [s for s in report.cold_s if s not in order and s not in ("fusion_total", END_TO_END, PROCESS_CPU)]
+    for stage in (*order, "fusion_total", END_TO_END, PROCESS_CPU):
+        if stage in report.cold_s:
+            fastest_ms = (report.warm_min_s or report.warm_median_s)[stage] * 1e3
+            lines.append(f"{stage:<20}{report.cold_s[stage] * 1e3:>10.1f}{report.warm_median_s[stage] * 1e3:>10.1f}"
+                         f"{fastest_ms:>10.1f}")
+    lines.append(f"peak memory: {report.peak_memory_mib:.0f} MiB ({report.peak_memory_kind})")
+    return "\n".join(lines)
 
 
 def seeded_network() -> HybridDepthNet:
@@ -226,6 +319,8 @@ def format_report(report: BenchmarkReport) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", default="hybriddepth", help="hybriddepth | focus_measure (weight-free)")
+    parser.add_argument("--stack", default=None, help="weight-free mode: a focal-stack folder to time instead of a synthetic stack")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     parser.add_argument("--frames", type=int, default=5)
     parser.add_argument("--height", type=int, default=480, help="stack and working height, px")
@@ -233,6 +328,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16")
     parser.add_argument("--repeats", type=int, default=3, help="warm calls; the median is reported")
     args = parser.parse_args(argv)
+    if args.backend == "focus_measure":
+        report = run_weight_free_benchmark(args.device, args.frames, args.height, args.width, args.repeats, args.stack)
+        print(format_weight_free_report(report, args.stack or "synthetic, unregistered"))
+        return 0
+    if args.backend != "hybriddepth":
+        parser.error(f"unknown backend '{args.backend}'")
     report = run_benchmark(args.device, args.frames, args.height, args.width, args.precision, args.repeats)
     print(format_report(report))
     return 0

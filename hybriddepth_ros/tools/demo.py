@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params-file", default=default_params_file())
     parser.add_argument("--timeout-s", type=float, default=300.0)
     parser.add_argument("--confidence-threshold", type=float, default=0.5)
+    parser.add_argument("--real-stack", default=str(Path(__file__).resolve().parents[2].parent / "shared" / "data" / "pixel6pro_stack"),
+                        help="a real focal-stack folder to show weight-free depth of too (skipped when absent)")
     args = parser.parse_args(argv)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -153,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{output_dir / 'cloud.ply'} ({count} points)")
     collector.destroy_node()
     rclpy.try_shutdown()
+    if Path(args.real_stack).is_dir():
+        from .real_stack_figure import main as real_stack_figure
+
+        print(f"\nweight-free depth of the real stack {args.real_stack}:")
+        real_stack_figure([args.real_stack, "--out", str(output_dir / "real_stack.png")])
     return 0
 
 

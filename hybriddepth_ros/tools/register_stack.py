@@ -3,7 +3,7 @@
 Example:
     python -m hybriddepth_ros.tools.register_stack ../shared/data/pixel6pro_stack --out before_after.png
 
-Prints per frame the focus distance, ECC correlation, the warp's scale and
+Prints per frame the focus distance, the alignment's correlation, the warp's scale and
 shift, and the median misalignment (px, at the working size) before and after.
 The image has one row per frame: the frame, then red/cyan overlays of the
 reference (red) and the frame (cyan) before and after registration; aligned

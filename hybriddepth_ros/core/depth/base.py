@@ -22,11 +22,19 @@ class DepthResult:
     depth_m: (H, W) float32 metres, NaN where unknown (REP 118).
     confidence: (H, W) float32 in [0, 1], 0 where depth is NaN.
     timings_s: seconds spent per stage, for diagnostics and benchmarks.
+    diagnostics: figures and notes about this result for the node's
+      diagnostics, e.g. the weight-free backend's `measured_fraction` (pixels
+      with a focus measurement, of the registered ones) and a `note` when the
+      stack has no focus cue at all.
+    measured: (H, W) bool, pixels whose depth was measured rather than
+      propagated from others (None when the backend does not tell them apart).
     """
 
     depth_m: np.ndarray
     confidence: np.ndarray
     timings_s: dict[str, float] = field(default_factory=dict)
+    diagnostics: dict[str, float | str] = field(default_factory=dict)
+    measured: np.ndarray | None = None
 
 
 class DepthBackend(abc.ABC):

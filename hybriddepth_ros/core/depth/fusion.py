@@ -8,7 +8,7 @@ node, the demo, the benchmark and the evaluation tool run exactly this code.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -16,8 +16,10 @@ from ..stack.focal_stack import FocalStack, FocalStackError
 from ..stack.registration import register_stack
 from .base import DepthBackend
 
-DEFAULT_CONFIDENCE_THRESHOLD = 0.5
-"""Depth below this confidence is published as NaN (weight-free backend on the simulated scene: AbsRel <= 5 % above it)."""
+DEFAULT_CONFIDENCE_THRESHOLD = 0.0
+"""Depth below this confidence is published as NaN. 0 publishes every pixel that has depth: the
+weight-free backend fills the registered area densely and says in the confidence how far to trust
+each pixel, so a consumer can threshold it for itself (README, "Weight-free depth")."""
 DEFAULT_MIN_DEPTH_M = 0.1
 DEFAULT_MAX_DEPTH_M = 10.0
 
@@ -32,7 +34,7 @@ def prepare_stack(stack: FocalStack, timings_s: dict[str, float] | None = None) 
     if stack.registered:
         return stack
     start_s = time.perf_counter()
-    stack = register_stack(stack).stack
+    stack = register_stack(stack, measure_residual=False).stack
     if timings_s is not None:
         timings_s["registration"] = time.perf_counter() - start_s
     return stack
@@ -47,6 +49,8 @@ class FusedDepth:
     reference_rgb: np.ndarray
     stack: FocalStack
     timings_s: dict[str, float]
+    diagnostics: dict[str, float | str] = field(default_factory=dict)
+    """The backend's diagnostics (DepthResult.diagnostics) plus `coverage`."""
 
     @property
     def coverage(self) -> float:
@@ -83,6 +87,7 @@ class DepthFusion:
                 f"backend '{self.backend.name}' returned depth {depth.shape} / confidence "
                 f"{confidence.shape} for a {stack.height}x{stack.width} stack"
             )
+        t0 = time.perf_counter()
         unknown = ~np.isfinite(depth)
         unknown |= (depth < self.min_depth_m) | (depth > self.max_depth_m)
         unknown |= confidence < self.confidence_threshold
@@ -90,11 +95,15 @@ class DepthFusion:
             unknown |= ~stack.valid_mask
         depth[unknown] = np.nan
         confidence = np.where(unknown, 0.0, np.clip(confidence, 0.0, 1.0)).astype(np.float32)
+        timings["masks"] = time.perf_counter() - t0
         timings["fusion_total"] = time.perf_counter() - started
+        diagnostics = dict(result.diagnostics)
+        diagnostics["coverage"] = float(np.mean(~unknown))
         return FusedDepth(
             depth_m=depth,
             confidence=confidence,
             reference_rgb=stack.reference_frame,
             stack=stack,
             timings_s=timings,
+            diagnostics=diagnostics,
         )

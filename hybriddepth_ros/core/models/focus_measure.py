@@ -24,6 +24,8 @@ periodic texture), and how much texture signal the peak has over sensor noise.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -83,42 +85,72 @@ class FocusMeasureDFF(nn.Module):
         return depth_m, torch.where(torch.isnan(depth_m), torch.zeros_like(confidence), confidence)
 
     def focus_measure(self, luma: torch.Tensor) -> torch.Tensor:
-        """(N, H, W) window-averaged sum-modified Laplacian of (N, H, W) luminance."""
-        padded = F.pad(luma[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
-        centre = padded[:, 1:-1, 1:-1]
-        modified_laplacian = (
-            2 * centre - padded[:, 1:-1, :-2] - padded[:, 1:-1, 2:]
-        ).abs() + (2 * centre - padded[:, :-2, 1:-1] - padded[:, 2:, 1:-1]).abs()
-        half = self.window_px // 2
-        if half == 0:
-            return modified_laplacian
-        padded = F.pad(modified_laplacian[:, None], (half,) * 4, mode="replicate")
-        return F.avg_pool2d(padded, self.window_px, stride=1)[:, 0]
+        """(N, H, W) window-averaged sum-modified Laplacian of (N, H, W) luminance.
+
+        The window sum is two 1-D passes of shifted adds (2 x 9 adds per pixel
+        instead of avg_pool2d's 81; 8 ms instead of 90 ms CPU time for a
+        5x480x640 stack, one thread); it differs from the 2-D average only by
+        float rounding.
+        """
+        return box_mean(modified_laplacian(luma), self.window_px)
 
     def peak_depth(self, focus: torch.Tensor, diopters: torch.Tensor):
         """Depth (m, NaN without an interior peak) and confidence from (N, H, W) focus curves."""
+        fit = self.peak_fit(focus, diopters)
+        return fit.depth_m, fit.confidence
+
+    def peak_fit(self, focus: torch.Tensor, diopters: torch.Tensor) -> "PeakFit":
+        """The focus-curve peak per pixel: depth, confidence and the sharpest frame, from (N, H, W) focus curves.
+
+        Written as a loop over the N frames of per-pixel operations on (H, W)
+        planes: torch's reductions over a short leading axis (argmax, cummin)
+        are several times slower on a CPU than these few passes.
+        """
         count = focus.shape[0]
-        peak = focus.argmax(dim=0)
-        peak_value = focus.gather(0, peak[None])[0]
+        frames = focus.unbind(0)
+        peak_value = frames[0]
+        peak = torch.zeros_like(frames[0])  # frame index, as float for the arithmetic selections below
+        for index in range(1, count):
+            higher = (frames[index] > peak_value).to(peak.dtype)  # ties keep the first frame, as argmax does
+            peak_value = torch.maximum(peak_value, frames[index])
+            peak = _select(higher, index, peak)
         if count < 3:
-            return torch.full_like(peak_value, torch.nan), torch.zeros_like(peak_value)
-        relative = focus / peak_value.clamp(min=1e-12)
-        rise = 1.0 - relative.mean(dim=0)
+            nothing = torch.full_like(peak_value, torch.nan)
+            return PeakFit(nothing, torch.zeros_like(peak_value), peak.long(), nothing)
+        scale = 1.0 / peak_value.clamp(min=1e-12)
+        relative = [frame * scale for frame in frames]
+        total = relative[0].clone()
+        for plane in relative[1:]:
+            total += plane
+        rise = 1.0 - total / count
         inner = peak.clamp(1, count - 2)
-        y0, y1, y2 = (
-            self._box_cox(relative.gather(0, (inner + k)[None])[0]) for k in (-1, 0, 1)
-        )
-        x0, x1, x2 = (diopters[inner + k] for k in (-1, 0, 1))
+        # The three frames around the peak (shifted inwards at the ends), by selection over the frames.
+        below, at, above = relative[0], relative[1], relative[2]
+        x0, x1, x2 = (diopters[k].to(peak.dtype).expand_as(peak) for k in range(3))
+        for index in range(2, count - 1):
+            here = (inner == index).to(peak.dtype)
+            below, at, above = (_select(here, relative[index + k], plane) for k, plane in ((-1, below), (0, at), (1, above)))
+            x0, x1, x2 = (_select(here, diopters[index + k], plane) for k, plane in ((-1, x0), (0, x1), (1, x2)))
+        y0, y1, y2 = (self._box_cox(values) for values in (below, at, above))
         vertex = _parabola_vertex(x0, y0, x1, y1, x2, y2)
-        has_peak = (peak > 0) & (peak < count - 1) & (rise > 0)
-        depth_m = torch.where(has_peak, 1.0 / vertex, torch.nan)
+        interior = (peak > 0) & (peak < count - 1)
+        depth_m = (1.0 / vertex).masked_fill(~(interior & (rise > 0)), torch.nan)
+        # At an end frame the vertex is kept between that frame and the midpoint to its neighbour.
+        at_end = ~interior & (rise > 0)
+        # Only a concave parabola's vertex is a peak; else the end frame itself is the estimate.
+        end_x = _select((peak == 0).to(peak.dtype), x0, x2)
+        middle_x = (end_x + x1) / 2
+        curvature = ((y2 - y1) / (x2 - x1) - (y1 - y0) / (x1 - x0)) / (x2 - x0)
+        end_vertex = torch.minimum(torch.maximum(vertex, torch.minimum(end_x, middle_x)), torch.maximum(end_x, middle_x))
+        end_vertex = _select((curvature < 0).to(peak.dtype), end_vertex, end_x)
+        end_depth_m = (1.0 / end_vertex).masked_fill(~at_end, torch.nan)
 
         # A single clean peak over N frames leaves the mean well below the peak;
         # scale so that a rise of 0.5 or more counts as fully peaked.
         peakedness = (rise / 0.5).clamp(0.0, 1.0)
         unimodal = (1.0 - _second_peak(relative, peak) / self.second_peak_tolerance).clamp(0.0, 1.0)
         signal = peak_value / (peak_value + self.noise_floor)
-        return depth_m, peakedness * unimodal * signal
+        return PeakFit(depth_m, peakedness * unimodal * signal, peak.long(), end_depth_m)
 
     def _box_cox(self, relative_focus: torch.Tensor) -> torch.Tensor:
         values = relative_focus.clamp(min=1e-6)
@@ -127,25 +159,84 @@ class FocusMeasureDFF(nn.Module):
         return (values**self.curve_exponent - 1.0) / self.curve_exponent
 
 
+@dataclass
+class PeakFit:
+    """Per pixel (H, W): depth in metres (NaN without an interior peak), confidence in [0, 1], sharpest frame index.
+
+    end_depth_m: where the sharpest frame is the first or the last, the
+    parabola's vertex kept between that frame and the midpoint to its
+    neighbour, or that frame's distance where the parabola has no maximum
+    (NaN elsewhere): a bound rather than a measurement, since the
+    true focus may lie beyond the sweep; confidence is computed for these
+    pixels as for the others.
+    """
+
+    depth_m: torch.Tensor
+    confidence: torch.Tensor
+    peak_index: torch.Tensor
+    end_depth_m: torch.Tensor
+
+
+def modified_laplacian(luma: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) |d2/dx2| + |d2/dy2| of (N, H, W) planes, edges replicated."""
+    padded = F.pad(luma[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
+    twice = 2 * padded[:, 1:-1, 1:-1]
+    result = (twice - padded[:, 1:-1, :-2] - padded[:, 1:-1, 2:]).abs()
+    result += (twice - padded[:, :-2, 1:-1] - padded[:, 2:, 1:-1]).abs()
+    return result
+
+
+def box_mean(planes: torch.Tensor, window_px: int) -> torch.Tensor:
+    """Mean over a `window_px` square (odd) around each pixel of (N, H, W) planes, edges replicated."""
+    half = window_px // 2
+    if half == 0:
+        return planes
+    height, width = planes.shape[-2:]
+    padded = F.pad(planes[:, None], (half,) * 4, mode="replicate")[:, 0]
+    rows = padded[..., :width].clone()
+    for shift in range(1, window_px):
+        rows += padded[..., shift:shift + width]
+    total = rows[:, :height].clone()
+    for shift in range(1, window_px):
+        total += rows[:, shift:shift + height]
+    return total / (window_px * window_px)
+
+
 def luminance(frames_rgb: torch.Tensor) -> torch.Tensor:
     """(N, H, W) luminance from (N, 3, H, W) RGB, in the frames' own scale."""
     weights = torch.tensor(LUMA_WEIGHTS, device=frames_rgb.device, dtype=frames_rgb.dtype)
     return torch.einsum("nchw,c->nhw", frames_rgb, weights)
 
 
-def _second_peak(relative: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
-    """How far (relative to the main peak) a (N, H, W) curve rises again after falling from its peak.
+def _select(choose: torch.Tensor, chosen, otherwise: torch.Tensor) -> torch.Tensor:
+    """`chosen` where `choose` (float, 0 or 1) is 1, else `otherwise`: exact for finite values.
+
+    Arithmetic rather than torch.where, which is 10-20 times slower on a CPU
+    (1.5-2.4 ms against 0.1-0.2 ms for a 480x640 plane, one thread).
+    """
+    return otherwise * (1.0 - choose) + chosen * choose
+
+
+_FAR_ABOVE = 1e30
+"""Stands for +infinity where infinity times 0 would make NaN."""
+
+
+def _second_peak(relative: list[torch.Tensor], peak: torch.Tensor) -> torch.Tensor:
+    """How far (relative to the main peak) a curve, given as N (H, W) planes, rises again after falling from its peak.
 
     Walking away from the peak, a single-peaked curve only falls; the largest
     rise over the lowest value passed so far measures a second peak, as at depth
-    edges where the window sees two surfaces.
+    edges where the window sees two surfaces. `peak` is the frame index (float).
     """
-    index = torch.arange(relative.shape[0], device=relative.device)[:, None, None]
-    beyond = torch.full_like(relative, torch.inf)
-    right = torch.where(index >= peak[None], relative, beyond).cummin(dim=0).values
-    left = torch.where(index <= peak[None], relative, beyond).flip(0).cummin(dim=0).values.flip(0)
-    lowest_so_far = torch.minimum(right, left)
-    return (relative - lowest_so_far).amax(dim=0)
+    count = len(relative)
+    rise = torch.zeros_like(relative[0])
+    for direction in (range(count), range(count - 1, -1, -1)):
+        lowest = torch.full_like(relative[0], _FAR_ABOVE)
+        for index in direction:
+            beyond_peak = ((peak <= index) if direction.step > 0 else (peak >= index)).to(peak.dtype)
+            lowest = _select(beyond_peak, torch.minimum(lowest, relative[index]), lowest)
+            rise = torch.maximum(rise, (relative[index] - lowest) * beyond_peak)
+    return rise
 
 
 def _parabola_vertex(x0, y0, x1, y1, x2, y2) -> torch.Tensor:

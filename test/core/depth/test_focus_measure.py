@@ -1,19 +1,26 @@
 """Weight-free focus-measure DFF backend on simulated focal stacks with known depth."""
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from hybriddepth_ros.core.depth.registry import create_depth_backend
 from hybriddepth_ros.core.stack.camera import CameraIntrinsics
 from hybriddepth_ros.core.capture.simulated import DEFAULT_SIMULATED_LENS, SimulatedCapture
 from hybriddepth_ros.core.stack.focal_stack import FocalStack, diopter_sweep
+from hybriddepth_ros.core.depth.densify import DensifyParams
 from hybriddepth_ros.core.depth.focus_measure import FocusMeasureBackend
-from hybriddepth_ros.core.depth.fusion import DEFAULT_CONFIDENCE_THRESHOLD
 from hybriddepth_ros.core.eval.metrics import depth_metrics
 from hybriddepth_ros.core.sim.scene import make_scene
 from hybriddepth_ros.core.sim.thin_lens import render_focal_stack
+
+
+MEASURED_CONFIDENCE = 0.5
+"""The threshold 3956bf7 published measured-only depth at."""
+FIXTURE = Path(__file__).parent / "fixtures" / "focus_measure_3956bf7.npz"
 
 
 def _stack(frames, focus_distances_m):
@@ -32,7 +39,7 @@ def test_default_simulated_scene_is_accurate_on_confident_pixels():
     capture = SimulatedCapture()
     stack = capture.capture_stack().validate()
     assert stack.frames.shape == (10, 240, 320, 3)
-    backend = FocusMeasureBackend(device="cpu")
+    backend = FocusMeasureBackend(device="cpu", densify=False)
     start_s = time.perf_counter()
     result = backend.estimate(stack)
     elapsed_s = time.perf_counter() - start_s
@@ -44,11 +51,11 @@ def test_default_simulated_scene_is_accurate_on_confident_pixels():
     assert np.all(result.confidence[np.isnan(result.depth_m)] == 0)
     assert set(result.timings_s) == {"focus_measure", "peak_fit"}
 
-    confident = result.confidence >= DEFAULT_CONFIDENCE_THRESHOLD
+    confident = result.confidence >= MEASURED_CONFIDENCE
     on_confident = depth_metrics(result.depth_m, truth, confident)
     full_image = depth_metrics(result.depth_m, truth)
     print(
-        f"\nDFF {elapsed_s:.2f} s; confident (>= {DEFAULT_CONFIDENCE_THRESHOLD}): "
+        f"\nDFF {elapsed_s:.2f} s; confident (>= {MEASURED_CONFIDENCE}): "
         f"AbsRel {on_confident['abs_rel']:.4f}, {confident.mean():.1%} of pixels; "
         f"all pixels: AbsRel {full_image['abs_rel']:.4f}, RMSE {full_image['rmse_m']:.3f} m, "
         f"delta1 {full_image['delta1']:.4f}, coverage {full_image['coverage']:.3f}"
@@ -84,7 +91,7 @@ def test_gaussian_blur_with_a_matching_curve_exponent():
     )
     errors = {}
     for exponent in (0.0, -1.5):
-        depth = FocusMeasureBackend(device="cpu", curve_exponent=exponent).estimate(_stack(frames, focus_m)).depth_m
+        depth = FocusMeasureBackend(device="cpu", curve_exponent=exponent, densify=False).estimate(_stack(frames, focus_m)).depth_m
         errors[exponent] = np.median(np.abs(depth[8:-8, 8:-8] - depth_m) / depth_m)
     assert errors[-1.5] < 0.03 and errors[-1.5] < errors[0.0]
 
@@ -92,7 +99,7 @@ def test_gaussian_blur_with_a_matching_curve_exponent():
 def test_textureless_image_has_no_confidence():
     rng = np.random.default_rng(0)
     frames = np.clip(128 + rng.normal(0, 1.0, size=(6, 40, 40, 3)), 0, 255).astype(np.uint8)
-    result = FocusMeasureBackend(device="cpu").estimate(_stack(frames, diopter_sweep(0.5, 4.0, 6)))
+    result = FocusMeasureBackend(device="cpu", densify=False).estimate(_stack(frames, diopter_sweep(0.5, 4.0, 6)))
     assert result.confidence.max() < 0.3 and np.median(result.confidence) < 0.1
 
 
@@ -106,7 +113,7 @@ def test_peak_at_the_sweep_ends_is_nan():
     """A plane nearer than the nearest focus distance peaks at frame 0: its depth is unknown."""
     focus_m = [0.5, 0.7, 1.0, 1.5]
     frames = render_focal_stack(_noise_texture(32, 32), np.full((32, 32), 0.35), focus_m, DEFAULT_SIMULATED_LENS)
-    result = FocusMeasureBackend(device="cpu").estimate(_stack(frames, focus_m))
+    result = FocusMeasureBackend(device="cpu", densify=False).estimate(_stack(frames, focus_m))
     assert np.isnan(result.depth_m[8:-8, 8:-8]).all()
 
 
@@ -135,10 +142,50 @@ def test_min_confidence_masks_depth_and_registry_builds_the_backend():
     assert np.all(result.confidence[~finite] == 0)
 
 
-def test_bad_options_raise():
+@pytest.mark.parametrize(
+    "options",
+    [{"window_px": 4}, {"min_confidence": 1.5}, {"noise_floor": 0.0}, {"seed_min_confidence": 1.5},
+     {"decay_px": 0.0}, {"end_peak_weight": 2.0}, {"coarse_band_weight": -1.0}],
+)
+def test_bad_options_raise(options):
     with pytest.raises(ValueError):
-        FocusMeasureBackend(device="cpu", window_px=4)
-    with pytest.raises(ValueError):
-        FocusMeasureBackend(device="cpu", min_confidence=1.5)
-    with pytest.raises(ValueError):
-        FocusMeasureBackend(device="cpu", noise_floor=0.0)
+        FocusMeasureBackend(device="cpu", **options)
+
+
+def test_measured_only_mode_reproduces_the_output_before_densification():
+    """FocusMeasureBackend's output at 3956bf7 on a fixed 6x24x32 stack, stored in the fixture.
+
+    The focus measure's window sum and the peak search were rewritten for
+    speed; only float rounding may differ, and a pixel whose two sharpest
+    frames tie to within that rounding may pick the other one.
+    """
+    fixture = np.load(FIXTURE)
+    grey = fixture["frames_gray"]
+    result = FocusMeasureBackend(device="cpu", densify=False).estimate(
+        _stack(np.repeat(grey[..., None], 3, axis=3), fixture["focus_distances_m"])
+    )
+    expected_depth, expected_confidence = fixture["default_depth_m"], fixture["default_confidence"]
+    focus = FocusMeasureBackend(device="cpu").dff.focus_measure(torch.from_numpy(grey).float() / 255.0).numpy()
+    top_two = np.sort(focus, axis=0)[-2:]
+    tie = (top_two[1] - top_two[0]) <= 1e-5 * top_two[1]
+    assert tie.sum() <= 4, "near-ties are rare"
+    same = ~tie
+    np.testing.assert_array_equal(np.isnan(result.depth_m[same]), np.isnan(expected_depth[same]))
+    np.testing.assert_allclose(result.depth_m[same], expected_depth[same], rtol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(result.confidence[same], expected_confidence[same], atol=1e-5)
+    assert np.isfinite(expected_depth).mean() > 0.5 and (expected_confidence > 0.5).any()
+    assert result.measured is not None and np.array_equal(result.measured, np.isfinite(result.depth_m))
+
+
+def test_dense_default_fills_the_simulated_scene():
+    capture = SimulatedCapture(width=160, height=120, seed=2)
+    stack = capture.capture_stack()
+    result = FocusMeasureBackend(device="cpu").estimate(stack)
+    truth = capture.ground_truth_depth_m
+    scores = depth_metrics(result.depth_m, truth)
+    measured = depth_metrics(result.depth_m, truth, result.measured)
+    assert scores["coverage"] == 1.0 and set(result.timings_s) == {"focus_measure", "peak_fit", "densify"}
+    assert measured["abs_rel"] < scores["abs_rel"], "measured pixels are the most accurate"
+    assert np.median(result.confidence[result.measured]) >= DensifyParams().seed_min_confidence
+    assert np.median(result.confidence[~result.measured]) < np.median(result.confidence[result.measured])
+    assert 0 < result.diagnostics["measured_fraction"] < 1

@@ -48,7 +48,7 @@ def test_unregistered_stack_is_registered_once_before_the_backend(monkeypatch):
             mask[-8:, :] = False
             self.stack = dataclasses.replace(stack, registered=True, valid_mask=mask)
 
-    def fake_register(stack):
+    def fake_register(stack, **options):
         calls.append(stack.frames.shape)
         return Registered(stack)
 
@@ -63,7 +63,7 @@ def test_unregistered_stack_is_registered_once_before_the_backend(monkeypatch):
 
 
 def test_registered_stack_is_not_registered_again(monkeypatch):
-    monkeypatch.setattr(fusion_module, "register_stack", lambda stack: pytest.fail("registered twice"))
+    monkeypatch.setattr(fusion_module, "register_stack", lambda stack, **options: pytest.fail("registered twice"))
     DepthFusion(ConstantBackend()).process(textured_stack(*WORKING))
 
 

@@ -1,0 +1,292 @@
+"""Edge-aware densification: measured depth propagated into the pixels without a focus cue.
+
+Depth from focus measures depth only where there is texture. The rest (blank
+walls, boxes, the near floor) is filled by a weighted least-squares solve on
+the torch device, guided by the all-in-focus image:
+
+    minimise  sum_i c_i (u_i - t_i)^2  +  lambda * sum_(i,j neighbours) w_ij (u_i - u_j)^2
+
+over inverse depth u (diopters), where t_i is the measured inverse depth, c_i
+its confidence (0 where nothing was measured) and w_ij = exp(-|g_i - g_j|^2 /
+(2 sigma^2)) falls across colour edges of the guide g, so depth does not leak
+from one surface onto the next. A plane's inverse depth is affine in image
+coordinates and affine functions solve the smoothness term exactly, so a hole
+in a textured plane, slanted or not, is filled with the plane.
+
+Confidence of a propagated pixel comes from a second field solved with the same
+edge-aware weights plus a decay term (a screened Poisson equation): the
+measured confidence diffuses away from the measurements and falls by about
+1/e every `decay_px` pixels of uniform colour, and much faster across
+edges of the guide. Measured pixels keep their own confidence, lowered where
+the fill through them disagrees (AGREEMENT_SCALE): on 10-frame simulated
+stacks that brought the most confident half's AbsRel from 0.57 to 0.41 of all.
+
+Both solves run together as preconditioned conjugate gradients, coarse to fine
+on an image pyramid: the coarsest level propagates across large holes in few
+iterations, the finer ones sharpen edges. Method chosen against a guided
+pyramid normalised convolution and nearest-measurement filling (README,
+"Weight-free depth"; `python -m hybriddepth_ros.tools.evaluate_weight_free --compare`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..models.focus_measure import LUMA_WEIGHTS
+
+DEFAULT_SEED_MIN_CONFIDENCE = 0.5
+"""Measured pixels at or above this confidence anchor the solve; those below are filled like holes."""
+DEFAULT_SMOOTHNESS = 0.5
+DEFAULT_GUIDE_SIGMA = 0.06
+"""Colour difference (guide in [0, 1]) at which neighbours' coupling falls to exp(-1/2)."""
+DEFAULT_DECAY_PX = 16.0
+MIN_EDGE_WEIGHT = 1e-4
+"""Coupling kept across the strongest edges, so every pixel connected to a measurement gets depth."""
+COARSEST_SIDE_PX = 24
+AGREEMENT_SCALE = 0.05
+"""Relative gap between a measurement and the fill through it at which its confidence halves."""
+ITERATIONS_COARSEST, ITERATIONS_PER_LEVEL, ITERATIONS_FINEST = 30, 6, 4
+PROPAGATED_CONFIDENCE_SCALE = 0.5
+"""A propagated pixel's confidence is at most this times its nearest measurements': below the
+anchors' own (>= seed_min_confidence 0.5), so thresholding at 0.5 keeps measured pixels only."""
+
+
+@dataclass(frozen=True)
+class DensifyParams:
+    """seed_min_confidence, smoothness (lambda), guide_sigma, decay_px: see the module docstring."""
+
+    seed_min_confidence: float = DEFAULT_SEED_MIN_CONFIDENCE
+    smoothness: float = DEFAULT_SMOOTHNESS
+    guide_sigma: float = DEFAULT_GUIDE_SIGMA
+    decay_px: float = DEFAULT_DECAY_PX
+
+    def validate(self) -> "DensifyParams":
+        if not 0.0 <= self.seed_min_confidence <= 1.0:
+            raise ValueError(f"seed_min_confidence must be in [0, 1], got {self.seed_min_confidence}")
+        if not (self.smoothness > 0 and self.guide_sigma > 0 and self.decay_px > 0):
+            raise ValueError(
+                f"smoothness, guide_sigma and decay_px must be > 0, got {self.smoothness}, {self.guide_sigma}, {self.decay_px}"
+            )
+        return self
+
+
+@dataclass
+class Densified:
+    """(H, W) tensors: depth in metres (NaN only outside `valid`), confidence in [0, 1], and which pixels were measured."""
+
+    depth_m: torch.Tensor
+    confidence: torch.Tensor
+    measured: torch.Tensor
+
+
+def densify(
+    depth_m: torch.Tensor,
+    confidence: torch.Tensor,
+    guide: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    params: DensifyParams = DensifyParams(),
+) -> Densified:
+    """Fill (H, W) measured `depth_m` (NaN where unmeasured) edge-aware under the (C, H, W) `guide` in [0, 1].
+
+    Pixels outside `valid` (bool, (H, W)) are neither anchors nor published.
+    With no anchor at all, nothing is invented: depth stays NaN everywhere.
+    """
+    inside = torch.ones_like(depth_m, dtype=torch.bool) if valid is None else valid
+    measured = torch.isfinite(depth_m) & (depth_m > 0) & (confidence >= params.seed_min_confidence) & inside
+    if not bool(measured.any()):
+        return Densified(torch.full_like(depth_m, torch.nan), torch.zeros_like(confidence), measured)
+    anchor_weight = torch.where(measured, confidence, 0.0)
+    inverse_depth = torch.where(measured, 1.0 / depth_m, 0.0)
+    # Two fields solved together: inverse depth weighted by confidence, and the
+    # confidence itself, anchored with unit weight and decaying away from anchors.
+    weights = torch.stack([anchor_weight, measured.to(depth_m.dtype)])
+    targets = torch.stack([inverse_depth, torch.where(measured, confidence, 0.0)])
+    decay = torch.tensor([0.0, params.smoothness / params.decay_px**2], device=depth_m.device, dtype=depth_m.dtype)
+
+    levels = _pyramid(weights, weights * targets, _edge_weights(guide, params), guide)
+    solution = None
+    for level_index in range(len(levels) - 1, -1, -1):
+        level = levels[level_index]
+        scale = 4.0**level_index
+        operator = _Operator(level, decay * scale)
+        if solution is None:
+            known = level.weight > 0
+            mean = level.numerator.sum((1, 2)) / level.weight.sum((1, 2)).clamp(min=1e-12)
+            solution = torch.where(known, level.numerator / level.weight.clamp(min=1e-12), mean[:, None, None])
+            iterations = ITERATIONS_COARSEST
+        else:
+            solution = joint_upsample(solution, luminance(levels[level_index + 1].guide), luminance(level.guide),
+                                      params.guide_sigma * UPSAMPLE_SIGMA_FRACTION)
+            iterations = ITERATIONS_FINEST if level_index == 0 else ITERATIONS_PER_LEVEL
+        solution = _conjugate_gradients(operator, level.numerator, solution, iterations)
+
+    # Conjugate-gradient iterates can overshoot; the exact solution lies within the anchors' range.
+    anchors = inverse_depth[measured]
+    filled_inverse = solution[0].clamp(min=float(anchors.min()), max=float(anchors.max()))
+    filled_depth = torch.where(measured, depth_m, 1.0 / filled_inverse)
+    # A measurement its edge-aware neighbourhood disagrees with is likely an outlier (noise, an
+    # edge's halo): its confidence falls with the relative gap to the smooth solution.
+    gap = (inverse_depth - filled_inverse).abs() / filled_inverse / AGREEMENT_SCALE
+    propagated_confidence = PROPAGATED_CONFIDENCE_SCALE * solution[1].clamp(0.0, 1.0)
+    filled_confidence = torch.where(measured, confidence / (1.0 + gap * gap), propagated_confidence)
+    filled_depth = torch.where(inside, filled_depth, torch.nan)
+    filled_confidence = torch.where(inside, filled_confidence, 0.0)
+    return Densified(filled_depth, filled_confidence, measured)
+
+
+@dataclass
+class _Level:
+    weight: torch.Tensor  # (K, h, w) data weights, summed over the pixels a coarse pixel covers
+    numerator: torch.Tensor  # (K, h, w) weight * target, summed likewise
+    horizontal: torch.Tensor  # (h, w - 1) coupling of each pixel to its right neighbour
+    vertical: torch.Tensor  # (h - 1, w) coupling to the neighbour below
+    guide: torch.Tensor  # (C, h, w), 2x2 means of the finer level's
+
+
+def _edge_weights(guide: torch.Tensor, params: DensifyParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """lambda * exp(-|g_i - g_j|^2 / (2 sigma^2)) between horizontal and vertical neighbours of the full-size guide."""
+    two_sigma_sq = 2.0 * params.guide_sigma**2
+    horizontal = torch.exp(-((guide[:, :, 1:] - guide[:, :, :-1]) ** 2).sum(0) / two_sigma_sq)
+    vertical = torch.exp(-((guide[:, 1:, :] - guide[:, :-1, :]) ** 2).sum(0) / two_sigma_sq)
+    return (params.smoothness * horizontal.clamp(min=MIN_EDGE_WEIGHT),
+            params.smoothness * vertical.clamp(min=MIN_EDGE_WEIGHT))
+
+
+def _pyramid(weight: torch.Tensor, numerator: torch.Tensor, edges, guide: torch.Tensor) -> list[_Level]:
+    """Levels from the input's size to the coarsest (short side >= COARSEST_SIDE_PX).
+
+    Coarse couplings come from the fine ones (`_coarse_couplings`), so an edge
+    of the guide stays an edge at every level instead of being averaged away.
+    """
+    horizontal, vertical = edges
+    levels = []
+    while True:
+        levels.append(_Level(weight, numerator, horizontal, vertical, guide))
+        if min(weight.shape[-2:]) // 2 < COARSEST_SIDE_PX:
+            break
+        weight, numerator, guide = sum_pool_2x2(weight), sum_pool_2x2(numerator), sum_pool_2x2(guide) / 4.0
+        horizontal, vertical = _coarse_couplings(horizontal, vertical, *weight.shape[-2:])
+    return levels
+
+
+def joint_upsample(coarse: torch.Tensor, coarse_luma: torch.Tensor, fine_luma: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(K, H, W) from (K, h, w) by 2x joint bilateral upsampling (Kopf et al. 2007); H in (2h, 2h + 1), W likewise.
+
+    Each fine pixel blends its four bilinear coarse neighbours (weights 9, 3,
+    3, 1 / 16), each weighted also by exp(-d^2 / (2 sigma^2)), d the difference
+    of guide luminance ((h, w) and (H, W)) to the fine pixel's, so values do
+    not blend across an edge of the guide as plain bilinear upsampling would.
+    Worked out for the four fine pixels of each coarse pixel separately, on
+    shifted views of the coarse grid: no index arrays or interleaved copies.
+    """
+    values, rows, cols = coarse.shape
+    padded = F.pad(torch.cat([coarse, coarse_luma[None]])[None], (1, 1, 1, 1), mode="replicate")[0]
+    scale = -1.0 / (2.0 * sigma**2)
+    result = coarse.new_empty(values, 2 * rows, 2 * cols)
+    for row_parity in (0, 1):
+        for col_parity in (0, 1):
+            fine = fine_luma[row_parity:2 * rows:2, col_parity:2 * cols:2].contiguous()
+            # Fine row 2i has coarse rows i (parent) and i - 1 (partner); fine row 2i + 1 has i and i + 1.
+            partner_row, partner_col = 2 * row_parity, 2 * col_parity
+            total = norm = None
+            for row, col, bilinear in ((1, 1, 9 / 16), (1, partner_col, 3 / 16), (partner_row, 1, 3 / 16),
+                                       (partner_row, partner_col, 1 / 16)):
+                neighbour = padded[:, row:row + rows, col:col + cols]
+                difference = neighbour[values] - fine
+                weight = torch.exp(difference * difference * scale).add_(1e-6).mul_(bilinear)
+                term = neighbour[:values] * weight
+                total = term if total is None else total.add_(term)
+                norm = weight if norm is None else norm.add_(weight)
+            result[:, row_parity::2, col_parity::2] = total / norm
+    height, width = fine_luma.shape[-2:]
+    if (height, width) != (2 * rows, 2 * cols):
+        result = F.pad(result[None], (0, width - 2 * cols, 0, height - 2 * rows), mode="replicate")[0]
+    return result
+
+
+def luminance(guide: torch.Tensor) -> torch.Tensor:
+    """(H, W) luminance of a (3, H, W) guide."""
+    return guide[0] * LUMA_WEIGHTS[0] + guide[1] * LUMA_WEIGHTS[1] + guide[2] * LUMA_WEIGHTS[2]
+
+
+UPSAMPLE_SIGMA_FRACTION = 0.5
+"""Joint upsampling compares luminance only, so it separates edges more sharply (sigma / 2) than the solve, which compares colour."""
+
+
+def repeat_twice(planes: torch.Tensor, dim: int) -> torch.Tensor:
+    """Each entry repeated twice along `dim` (1 or 2 of a 3-D tensor); faster than repeat_interleave on a CPU."""
+    shape = list(planes.shape)
+    shape[dim] *= 2
+    return planes.unsqueeze(dim + 1).expand(*planes.shape[: dim + 1], 2, *planes.shape[dim + 1:]).reshape(shape)
+
+
+def _coarse_couplings(horizontal: torch.Tensor, vertical: torch.Tensor, height: int, width: int):
+    """Couplings between 2x2 blocks: the path from one block's middle to the next in series.
+
+    Half a block of the first (its inner coupling), the two fine couplings
+    crossing the boundary, half a block of the second: conductances in series,
+    scaled so that uniform couplings w stay w. An edge inside a block (inner
+    coupling near 0) thus cuts the block off as an edge on its boundary does.
+    """
+    def series(inner_a, crossing, inner_b):
+        return 4.0 / (1.0 / inner_a + 2.0 / crossing + 1.0 / inner_b)
+
+    inner_h = (horizontal[0:2 * height:2, 0:2 * width:2] + horizontal[1:2 * height:2, 0:2 * width:2]) / 2
+    crossing_h = (horizontal[0:2 * height:2, 1:2 * width - 1:2] + horizontal[1:2 * height:2, 1:2 * width - 1:2]) / 2
+    inner_v = (vertical[0:2 * height:2, 0:2 * width:2] + vertical[0:2 * height:2, 1:2 * width:2]) / 2
+    crossing_v = (vertical[1:2 * height - 1:2, 0:2 * width:2] + vertical[1:2 * height - 1:2, 1:2 * width:2]) / 2
+    return (series(inner_h[:, :-1], crossing_h, inner_h[:, 1:]),
+            series(inner_v[:-1, :], crossing_v, inner_v[1:, :]))
+
+
+def sum_pool_2x2(planes: torch.Tensor) -> torch.Tensor:
+    """2x2 sums over the last two axes; an odd last row or column is dropped (slices: avg_pool2d is slower on a CPU)."""
+    height, width = planes.shape[-2] // 2 * 2, planes.shape[-1] // 2 * 2
+    rows = planes[..., 0:height:2, :width] + planes[..., 1:height:2, :width]
+    return rows[..., 0::2] + rows[..., 1::2]
+
+
+class _Operator:
+    """A x = c x + L_w x + mu x for K fields on one level (L_w includes lambda), with its Jacobi preconditioner."""
+
+    def __init__(self, level: _Level, decay: torch.Tensor) -> None:
+        self.horizontal, self.vertical = level.horizontal, level.vertical
+        self.diagonal_data = level.weight + decay[:, None, None]
+        degree = torch.zeros_like(level.weight[0])
+        degree[:, 1:] += self.horizontal
+        degree[:, :-1] += self.horizontal
+        degree[1:, :] += self.vertical
+        degree[:-1, :] += self.vertical
+        self.inverse_diagonal = 1.0 / (self.diagonal_data + degree)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.diagonal_data * x
+        flow = self.horizontal * (x[:, :, 1:] - x[:, :, :-1])
+        out[:, :, :-1] -= flow
+        out[:, :, 1:] += flow
+        flow = self.vertical * (x[:, 1:, :] - x[:, :-1, :])
+        out[:, :-1, :] -= flow
+        out[:, 1:, :] += flow
+        return out
+
+
+def _conjugate_gradients(operator: _Operator, rhs: torch.Tensor, x: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Jacobi-preconditioned CG, each of the K fields with its own step sizes."""
+    x = x.clone()
+    residual = rhs - operator(x)
+    z = operator.inverse_diagonal * residual
+    direction = z.clone()
+    rz = (residual * z).sum((1, 2), keepdim=True)
+    for _ in range(iterations):
+        a_direction = operator(direction)
+        step = rz / (direction * a_direction).sum((1, 2), keepdim=True).clamp(min=1e-30)
+        x.addcmul_(step, direction)
+        residual.addcmul_(step, a_direction, value=-1.0)
+        torch.mul(operator.inverse_diagonal, residual, out=z)
+        rz_next = (residual * z).sum((1, 2), keepdim=True)
+        direction.mul_(rz_next / rz.clamp(min=1e-30)).add_(z)
+        rz = rz_next
+    return x

@@ -1,0 +1,132 @@
+"""Edge-aware densification of the weight-free backend: known-answer scenes, confidence, masks, bad input."""
+
+import numpy as np
+import pytest
+import torch
+
+from hybriddepth_ros.core.capture.simulated import DEFAULT_SIMULATED_LENS
+from hybriddepth_ros.core.depth.densify import DensifyParams, densify
+from hybriddepth_ros.core.depth.focus_measure import FocusMeasureBackend
+from hybriddepth_ros.core.depth.fusion import DepthFusion
+from hybriddepth_ros.core.sim.scene import make_scene
+from hybriddepth_ros.core.sim.thin_lens import render_focal_stack
+from hybriddepth_ros.core.stack.camera import CameraIntrinsics
+from hybriddepth_ros.core.stack.focal_stack import FocalStack, FocalStackError, diopter_sweep
+from hybriddepth_ros.core.stack.registration import RegistrationError
+
+HEIGHT, WIDTH = 96, 128
+FOCUS_M = diopter_sweep(0.4, 3.0, 8)
+
+
+def _stack(frames, focus_m=FOCUS_M, **fields):
+    height, width = frames.shape[1:3]
+    intrinsics = CameraIntrinsics.from_lens(DEFAULT_SIMULATED_LENS, width, height)
+    return FocalStack(frames, np.asarray(focus_m, dtype=float), intrinsics, **fields).validate()
+
+
+def _texture(height=HEIGHT, width=WIDTH, seed=1):
+    return make_scene(seed, height, width, num_objects=0, num_textureless=0).rgb
+
+
+def _plane_with_hole(depth_m):
+    """A textured plane at `depth_m` (H, W) with a flat-coloured square in its middle."""
+    rgb = _texture().copy()
+    hole = np.zeros((HEIGHT, WIDTH), dtype=bool)
+    hole[28:68, 44:84] = True
+    rgb[hole] = (150, 120, 90)
+    frames = render_focal_stack(rgb, depth_m, FOCUS_M, DEFAULT_SIMULATED_LENS, noise_std=1.0, seed=0)
+    return _stack(frames), hole
+
+
+@pytest.mark.parametrize("slant", [0.0, 0.4])
+def test_textureless_hole_in_a_textured_plane_is_filled_with_the_plane(slant):
+    """Fronto-parallel and slanted (inverse depth affine across the image, 1.0 to 1.4 m) planes."""
+    columns = np.linspace(-0.5, 0.5, WIDTH)[None, :].repeat(HEIGHT, 0)
+    depth_m = (1.0 / (1.0 / 1.2 + slant * 0.5 * columns)).astype(np.float32)
+    stack, hole = _plane_with_hole(depth_m)
+    measured_only = FocusMeasureBackend(device="cpu", densify=False).estimate(stack)
+    inner = np.zeros_like(hole)
+    inner[36:60, 52:76] = True
+    no_cue = np.isnan(measured_only.depth_m) | (measured_only.confidence < DensifyParams().seed_min_confidence)
+    assert no_cue[inner].mean() > 0.9, "the hole has no focus cue of its own"
+
+    result = FocusMeasureBackend(device="cpu").estimate(stack)
+    error = np.abs(result.depth_m[hole] - depth_m[hole]) / depth_m[hole]
+    assert np.all(np.isfinite(result.depth_m))
+    assert np.median(error) < 0.02 and np.percentile(error, 90) < 0.03, (np.median(error), np.percentile(error, 90))
+    assert result.diagnostics["measured_fraction"] < 1.0 - 0.5 * hole.mean()
+
+
+def test_an_edge_in_the_guide_stops_propagation():
+    """Two flat surfaces meet at an occlusion edge; each is measured only far from it."""
+    depth_m = torch.full((HEIGHT, WIDTH), torch.nan)
+    confidence = torch.zeros(HEIGHT, WIDTH)
+    depth_m[:, :12], depth_m[:, -12:] = 1.0, 3.0
+    confidence[:, :12] = confidence[:, -12:] = 0.9
+    guide = torch.empty(3, HEIGHT, WIDTH)
+    guide[:, :, : WIDTH // 2] = torch.tensor([0.7, 0.5, 0.3])[:, None, None]
+    guide[:, :, WIDTH // 2:] = torch.tensor([0.3, 0.4, 0.6])[:, None, None]
+    filled = densify(depth_m, confidence, guide).depth_m
+    left, right = filled[:, : WIDTH // 2], filled[:, WIDTH // 2:]
+    assert torch.all((left - 1.0).abs() / 1.0 < 0.03), left.max()
+    assert torch.all((right - 3.0).abs() / 3.0 < 0.03), right.min()
+
+
+def test_confidence_falls_with_distance_from_measurements():
+    depth_m = torch.full((HEIGHT, WIDTH), torch.nan)
+    confidence = torch.zeros(HEIGHT, WIDTH)
+    depth_m[:, :8] = 1.5
+    confidence[:, :8] = 0.8
+    guide = torch.full((3, HEIGHT, WIDTH), 0.5)
+    result = densify(depth_m, confidence, guide, params=DensifyParams(decay_px=16.0))
+    profile = result.confidence[HEIGHT // 2]
+    assert torch.all(profile[:8] == 0.8), "measured pixels keep their confidence"
+    assert torch.all(profile[8:].diff() <= 1e-6) and profile[8] < 0.8
+    assert profile[8 + 16] < 0.5 * profile[8] and profile[-1] < 0.05
+    assert torch.allclose(result.depth_m, torch.full_like(result.depth_m, 1.5), rtol=1e-4)
+
+
+def test_confidence_falls_faster_across_an_edge():
+    depth_m = torch.full((HEIGHT, WIDTH), torch.nan)
+    confidence = torch.zeros(HEIGHT, WIDTH)
+    depth_m[:, :8], confidence[:, :8] = 1.5, 0.8
+    uniform = torch.full((3, HEIGHT, WIDTH), 0.5)
+    edged = uniform.clone()
+    edged[:, :, 24:] = 0.2
+    flat = densify(depth_m, confidence, uniform).confidence[HEIGHT // 2]
+    across = densify(depth_m, confidence, edged).confidence[HEIGHT // 2]
+    assert across[30] < 0.2 * flat[30]
+
+
+def test_valid_mask_and_fusion_masks_give_nan_depth_and_zero_confidence():
+    depth_m = np.full((HEIGHT, WIDTH), 1.2, np.float32)
+    frames = render_focal_stack(_texture(), depth_m, FOCUS_M, DEFAULT_SIMULATED_LENS, noise_std=1.0, seed=0)
+    valid = np.ones((HEIGHT, WIDTH), dtype=bool)
+    valid[:, -10:] = False
+    result = FocusMeasureBackend(device="cpu").estimate(_stack(frames, valid_mask=valid))
+    assert np.all(np.isnan(result.depth_m[~valid])) and np.all(result.confidence[~valid] == 0)
+    assert np.isfinite(result.depth_m[valid]).mean() > 0.99
+    fused = DepthFusion(FocusMeasureBackend(device="cpu"), max_depth_m=0.8).process(_stack(frames, valid_mask=valid))
+    assert np.all(np.isnan(fused.depth_m)) and np.all(fused.confidence == 0), "out of range everywhere"
+    fused = DepthFusion(FocusMeasureBackend(device="cpu"), min_depth_m=1.2).process(_stack(frames, valid_mask=valid))
+    nan = np.isnan(fused.depth_m)
+    assert 0.1 < nan.mean() < 0.9 and np.all(fused.confidence[nan] == 0) and np.all(fused.confidence[~nan] > 0)
+
+
+def test_all_black_stack_gives_a_clear_error_or_no_depth():
+    black = np.zeros((5, HEIGHT, WIDTH, 3), np.uint8)
+    with pytest.raises(RegistrationError, match="no texture"):
+        DepthFusion(FocusMeasureBackend(device="cpu")).process(_stack(black, diopter_sweep(0.4, 3.0, 5), registered=False))
+    fused = DepthFusion(FocusMeasureBackend(device="cpu")).process(_stack(black, diopter_sweep(0.4, 3.0, 5)))
+    assert np.all(np.isnan(fused.depth_m)) and np.all(fused.confidence == 0)
+    assert "no focus cue" in fused.diagnostics["note"] and fused.diagnostics["coverage"] == 0.0
+    assert issubclass(RegistrationError, FocalStackError)
+
+
+def test_a_stack_without_focus_cue_invents_no_depth():
+    """Every frame identical (textured, but nothing changes with focus): an empty but valid result."""
+    frame = _texture()
+    frames = np.repeat(frame[None], 6, axis=0)
+    result = FocusMeasureBackend(device="cpu").estimate(_stack(frames, diopter_sweep(0.4, 3.0, 6)))
+    assert np.all(np.isnan(result.depth_m)) and np.all(result.confidence == 0)
+    assert "no focus cue" in result.diagnostics["note"]

@@ -1,0 +1,45 @@
+"""The weight-free benchmark mode, the accuracy table and the real-stack figure, on small inputs."""
+
+import cv2
+import numpy as np
+import pytest
+
+from support import PIXEL_STACK
+
+
+def test_weight_free_benchmark_times_every_stage_of_an_unregistered_stack():
+    from hybriddepth_ros.tools.benchmark import (
+        END_TO_END, WEIGHT_FREE_STAGES, format_weight_free_report, run_weight_free_benchmark,
+    )
+
+    report = run_weight_free_benchmark(device="cpu", frames=4, height_px=96, width_px=128, repeats=2)
+    for stage in (*WEIGHT_FREE_STAGES, END_TO_END):
+        assert report.cold_s[stage] >= 0 and report.warm_median_s[stage] >= 0, stage
+    assert report.cold_s[END_TO_END] >= sum(report.cold_s[s] for s in WEIGHT_FREE_STAGES)
+    text = format_weight_free_report(report, "synthetic")
+    assert "registration" in text and "densify" in text and "load average" in text
+
+
+def test_evaluation_table_on_one_small_scene(tmp_path):
+    from hybriddepth_ros.tools.evaluate_weight_free import evaluate, format_table
+
+    rows = evaluate("sim", 5, [1000], 96, 128, tmp_path, compare=True)
+    assert set(rows) == {"dense", "nearest_fill", "guided_push_pull"}
+    dense = rows["dense"][0]
+    assert dense["coverage"] == 1.0 and 0 < dense["abs_rel"] < 1 and dense["measured_abs_rel"] < dense["abs_rel"]
+    assert list(tmp_path.glob("sim_1000_5_96x128.npz")), "rendered stacks are cached"
+    assert "dense" in format_table({("sim", 5): rows}, [1000])
+
+
+@pytest.mark.skipif(not PIXEL_STACK.is_dir(), reason="../shared/data/pixel6pro_stack not present")
+def test_real_stack_figure_on_the_pixel_stack(tmp_path, capsys):
+    from hybriddepth_ros.tools.real_stack_figure import main
+
+    out = tmp_path / "pixel.png"
+    assert main([str(PIXEL_STACK), "--out", str(out), "--width", "320", "--height", "240"]) == 0
+    text = capsys.readouterr().out
+    coverage = float(text.split("coverage of registered pixels: ")[1].split()[0])
+    inside = float(text.split("inside the sweep range: ")[1].split()[0])
+    assert coverage >= 0.95 and inside >= 0.99, text
+    image = cv2.imread(str(out))
+    assert image is not None and image.shape[1] > 3 * 320
