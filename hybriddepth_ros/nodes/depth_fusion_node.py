@@ -43,6 +43,19 @@ from ..core.depth.fusion import (
     DepthFusion,
     FusedDepth,
 )
+from ..core.depth.densify import (
+    DEFAULT_DECAY_PX,
+    DEFAULT_GUIDE_SIGMA,
+    DEFAULT_SEED_MIN_CONFIDENCE,
+    DEFAULT_SMOOTHNESS,
+)
+from ..core.depth.focus_measure import (
+    DEFAULT_COARSE_BAND_WEIGHT,
+    DEFAULT_CURVE_EXPONENT,
+    DEFAULT_DENSIFY,
+    DEFAULT_END_PEAK_WEIGHT,
+    DEFAULT_WINDOW_PX,
+)
 from ..core.depth.hybriddepth import DEFAULT_WORKING_SIZE_PX, METRIC_BRANCHES, RELATIVE_INPUTS
 from ..core.depth.pointcloud import back_project
 from ..core.depth.registry import DEPTH_BACKENDS, choose_depth_backend
@@ -57,6 +70,10 @@ from .diagnostics import FUSION_DIAGNOSTIC_NAME, ERROR, OK, WARN, DiagnosticRepo
 from .parameters import ParameterSpec, ParameterUpdates, declare_parameters, device_problem
 
 DIAGNOSTIC_NAME = FUSION_DIAGNOSTIC_NAME
+
+
+def _odd(name: str):
+    return lambda value: None if value % 2 == 1 else f"{name} must be odd, got {value}"
 
 
 FUSION_PARAMETERS = (
@@ -85,6 +102,27 @@ FUSION_PARAMETERS = (
                   "resized back to the frames).", low=32, high=MAX_IMAGE_SIDE_PX),
     ParameterSpec("working_width", DEFAULT_WORKING_SIZE_PX[1], "Width the network runs at, pixels.",
                   low=32, high=MAX_IMAGE_SIDE_PX),
+    ParameterSpec("focus_measure.window_px", DEFAULT_WINDOW_PX, "Weight-free DFF: side of the window the focus "
+                  "measure is averaged over (odd); larger is steadier on weak texture, blurrier at edges.",
+                  low=1, high=31, check=_odd("focus_measure.window_px")),
+    ParameterSpec("focus_measure.curve_exponent", DEFAULT_CURVE_EXPONENT, "Weight-free DFF: Box-Cox exponent of the "
+                  "focus-curve peak fit (-3 for a real aperture's disc blur, -1.5 for Gaussian blur).",
+                  low=-5.0, high=1.0),
+    ParameterSpec("focus_measure.densify", DEFAULT_DENSIFY, "Weight-free DFF: propagate measured depth edge-aware "
+                  "into pixels without a focus cue (dense output, lower confidence there); false: measured only."),
+    ParameterSpec("focus_measure.seed_min_confidence", DEFAULT_SEED_MIN_CONFIDENCE, "Weight-free DFF: measurements "
+                  "at least this confident anchor the propagation.", low=0.0, high=1.0),
+    ParameterSpec("focus_measure.decay_px", DEFAULT_DECAY_PX, "Weight-free DFF: distance (edge-aware, pixels) over "
+                  "which confidence of propagated depth falls away from measurements.",
+                  low=0.0, low_open=True, high=1000.0),
+    ParameterSpec("focus_measure.smoothness", DEFAULT_SMOOTHNESS, "Weight-free DFF: strength of the propagation's "
+                  "smoothness term against the measurements.", low=0.0, low_open=True, high=100.0),
+    ParameterSpec("focus_measure.guide_sigma", DEFAULT_GUIDE_SIGMA, "Weight-free DFF: colour difference (0-1) at "
+                  "which the all-in-focus guide stops propagation.", low=0.0, low_open=True, high=1.0),
+    ParameterSpec("focus_measure.end_peak_weight", DEFAULT_END_PEAK_WEIGHT, "Weight-free DFF: weight of pixels "
+                  "sharpest at either end of the sweep (depth only bounded there) as anchors.", low=0.0, high=1.0),
+    ParameterSpec("focus_measure.coarse_band_weight", DEFAULT_COARSE_BAND_WEIGHT, "Weight-free DFF: weight of a "
+                  "coarser focus band (1.0 suits the NYU protocol's Gaussian blur).", low=0.0, high=10.0),
     ParameterSpec("min_depth_m", DEFAULT_MIN_DEPTH_M, "Depth below this is published as NaN, metres.",
                   low=0.0, low_open=True, high=MAX_FOCUS_DISTANCE_M, dynamic=True),
     ParameterSpec("max_depth_m", DEFAULT_MAX_DEPTH_M, "Depth above this is published as NaN, metres.",
@@ -169,7 +207,12 @@ class DepthFusionNode(Node):
             "metric_branch": values["metric_branch"],
             "working_size": (int(values["working_height"]), int(values["working_width"])),
         }
-        choice = choose_depth_backend(values["backend"], values["device"], {"hybriddepth": hybriddepth_options})
+        prefix = "focus_measure."
+        focus_measure_options = {name[len(prefix):]: value for name, value in values.items() if name.startswith(prefix)}
+        choice = choose_depth_backend(
+            values["backend"], values["device"],
+            {"hybriddepth": hybriddepth_options, "focus_measure": focus_measure_options},
+        )
         if choice.fallback_reason:
             log = self.get_logger().error if choice.fallback_is_error else self.get_logger().warning
             log(f"backend '{choice.requested}': {choice.fallback_reason}")
@@ -241,7 +284,13 @@ class DepthFusionNode(Node):
             "stamp": f"{conversions.stamp_to_seconds(msg.header.stamp):.9f}",
         }
         values.update({f"{stage}_s": f"{seconds:.4f}" for stage, seconds in fused.timings_s.items()})
-        if dropped:
+        note = fused.diagnostics.get("note")
+        values.update({key: f"{value:.4f}" if isinstance(value, float) else str(value)
+                       for key, value in fused.diagnostics.items() if key not in ("note", "coverage")})
+        if note:
+            self.get_logger().warning(f"depth published with a warning: {note}", throttle_duration_sec=30.0)
+            self._diagnostics.report(WARN, f"depth published; {note}", values)
+        elif dropped:
             text = f"depth published; {dropped} newer stack(s) arrived while fusing and were dropped"
             self.get_logger().warning(
                 f"{text}: fusion ({latency_s:.3f} s per stack) is slower than the camera", throttle_duration_sec=30.0

@@ -239,3 +239,24 @@ def test_bad_input_is_rejected_with_a_clear_error_and_the_next_stack_works(ros_c
     depth = conversions.float_image_to_array(depth_msgs[0])
     known = np.isfinite(depth)
     assert np.median(np.abs(depth[known] - truth[known]) / truth[known]) < 0.05
+
+
+def test_a_stack_without_focus_cue_gives_no_depth_and_a_warning_that_says_why(ros_context, simulated):
+    """Every frame identical (a blank wall, a lens that did not move): no invented depth, a WARN naming the cause."""
+    stack_msg, _ = simulated
+    rig = FusionRig(ros_context)
+    flat = restamp(stack_msg, 8100.0)
+    for frame in flat.frames:
+        frame.data = bytes(flat.frames[0].data)
+    status = rig.send(flat)
+    assert status.level == DiagnosticStatus.WARN and "no focus cue" in status.message, status.message
+    values = {kv.key: kv.value for kv in status.values}
+    assert float(values["coverage"]) == 0.0 and float(values["measured_fraction"]) == 0.0
+    depth_msgs, confidence_msgs, *_ = rig.outputs_for(8100.0)
+    assert np.isnan(conversions.float_image_to_array(depth_msgs[0])).all()
+    assert (conversions.float_image_to_array(confidence_msgs[0]) == 0).all()
+
+    status = rig.send(restamp(stack_msg, 8101.0))
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.level == DiagnosticStatus.OK and float(values["coverage"]) > 0.95, "dense by default"
+    assert 0.0 < float(values["measured_fraction"]) < 1.0 and "densify_s" in values
