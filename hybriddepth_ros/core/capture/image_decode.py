@@ -7,9 +7,8 @@ data: ...", "Premature end of JPEG file"). `decode_rgb` captures what the
 decoders write to file descriptor 2 while it decodes and refuses the image when
 it reports damage. Everything captured is written back to stderr afterwards, so
 nothing another thread printed meanwhile is lost; a thread that prints a
-decoder's damage message during a decode would make that decode fail, so
-callers decode where they do not log concurrently (the phone bridge decodes in
-its event loop, the directory replay in the sweep node's timer).
+decoder's damage message during a decode would make that decode fail (the
+package's own log lines never contain those messages).
 
 `declared_size_px` reads the size a JPEG, PNG or BMP declares in its header, so
 that callers refuse an image too large for their memory before decoding it (a

@@ -10,10 +10,10 @@ message being handled plus one more (`max_queue=1`), each at most
 `max_message_bytes`, and at most `max_clients` connections exist; a message is
 parsed only once its raw text carries the token. Decoded frames are bounded by
 `max_decoded_pixels` (3 bytes each), checked on the JPEG header before
-decoding. Decoding runs in the event loop, one frame at a time (decode_rgb of a
+decoding. Decoding runs in a worker thread, one frame at a time (decode_rgb of a
 12.5 MP JPEG of ../shared/data/pixel6pro_stack: 0.43 s on the shared 2-core
-development machine), which keeps decoder warnings apart from log lines
-(image_decode.py).
+development machine), so the event loop keeps answering other phones, pings
+and authentication deadlines meanwhile.
 
 Every refusal is counted (`counters`); `PhoneCapture` reports them through
 `diagnostic_values()` and `new_problems()`, which the sweep node publishes on
@@ -300,7 +300,7 @@ class PhoneBridge:
         try:
             async for message in connection:
                 try:
-                    reply, authenticated, close_reason = self._handle(connection, message, authenticated)
+                    reply, authenticated, close_reason = await self._handle(connection, message, authenticated)
                 except Exception as exc:  # a bug must cost one reply, not the connection or the server
                     _LOG.error("phone %s: message handling failed", peer, exc_info=True)
                     self.counters.add("internal_error")
@@ -326,7 +326,7 @@ class PhoneBridge:
                      self.auth_timeout_s)
         self._in_background(connection.close(CloseCode.POLICY_VIOLATION, "authentication timeout"))
 
-    def _handle(self, connection: ServerConnection, message: str | bytes, authenticated: bool
+    async def _handle(self, connection: ServerConnection, message: str | bytes, authenticated: bool
                 ) -> tuple[dict, bool, str | None]:
         """(reply, authenticated now, close reason or None) for one message."""
         peer = connection.remote_address
@@ -339,7 +339,7 @@ class PhoneBridge:
                 return self._refused(peer, FrameRejected("unauthorized", "wrong or missing token")), False, \
                     "wrong or missing token"
             try:
-                return self._accept_frame(fields, connection), True, None
+                return await self._accept_frame(fields, connection), True, None
             except FrameRejected as exc:
                 return self._refused(peer, exc), True, None
         if isinstance(message, bytes):
@@ -363,7 +363,7 @@ class PhoneBridge:
             self._log_suppressed += 1
         return refusal.reply()
 
-    def _accept_frame(self, fields: Mapping, owner: ServerConnection) -> dict:
+    async def _accept_frame(self, fields: Mapping, owner: ServerConnection) -> dict:
         frame = check_frame_fields(fields, self.max_frames_per_stack)
         try:
             width_px, height_px = jpeg_size_px(frame.jpeg)
@@ -378,7 +378,8 @@ class PhoneBridge:
         self._check_intrinsics(frame, width_px, height_px)
         self.assembler.admit(frame, width_px, height_px, owner)
         try:
-            frame_rgb = decode_rgb(frame.jpeg, max_pixels=width_px * height_px)
+            # Decoding takes up to half a second for a phone photo: the event loop keeps serving meanwhile.
+            frame_rgb = await asyncio.to_thread(decode_rgb, frame.jpeg, max_pixels=width_px * height_px)
         except ImageDecodeError as exc:
             self.assembler.cancel(frame)
             raise frame.rejected("not_jpeg", f"the JPEG cannot be used: {exc}") from None
