@@ -296,12 +296,22 @@ def run_benchmark(
     )
 
 
+def _cpu_note(device: str) -> str:
+    """The CPU's vector capability and native bf16 support: CPU figures depend on them more than on the clock."""
+    if not device.startswith("cpu"):
+        return ""
+    from ..core.depth.device import cpu_has_native_bf16
+
+    bf16 = "native bf16" if cpu_has_native_bf16() else "no native bf16"
+    return f" ({torch.backends.cpu.get_cpu_capability()}, {bf16})"
+
+
 def format_report(report: BenchmarkReport) -> str:
     order = [s for s in ("registration", "preprocess", *STAGES, "postprocess", "fusion_total") if s in report.cold_s]
     order += [s for s in report.cold_s if s not in order and s != END_TO_END] + [END_TO_END]
     lines = [
         f"HybridDepth benchmark: {report.frames} frames, {report.width_px}x{report.height_px} px, "
-        f"device {report.device}, {report.precision}, warm = median of {report.repeats}",
+        f"device {report.device}{_cpu_note(report.device)}, {report.precision}, warm = median of {report.repeats}",
         f"{'stage':<20}{'cold ms':>10}{'warm ms':>10}{'GFLOP':>10}{'GFLOP/s':>10}",
     ]
     for stage in order:
