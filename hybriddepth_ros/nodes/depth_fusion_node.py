@@ -53,6 +53,7 @@ from ..core.depth.focus_measure import (
     DEFAULT_COARSE_BAND_WEIGHT,
     DEFAULT_CURVE_EXPONENT,
     DEFAULT_DENSIFY,
+    DEFAULT_END_DEFOCUS,
     DEFAULT_END_PEAK_WEIGHT,
     DEFAULT_WINDOW_PX,
 )
@@ -121,6 +122,9 @@ FUSION_PARAMETERS = (
                   "which the all-in-focus guide stops propagation.", low=0.0, low_open=True, high=1.0),
     ParameterSpec("focus_measure.end_peak_weight", DEFAULT_END_PEAK_WEIGHT, "Weight-free DFF: weight of pixels "
                   "sharpest at either end of the sweep (depth only bounded there) as anchors.", low=0.0, high=1.0),
+    ParameterSpec("focus_measure.end_defocus", DEFAULT_END_DEFOCUS, "Weight-free DFF: read pixels sharpest at "
+                  "either end of the sweep by depth from defocus between the end frame and its neighbour, "
+                  "calibrated on the measured pixels; false: the end frame's bound."),
     ParameterSpec("focus_measure.coarse_band_weight", DEFAULT_COARSE_BAND_WEIGHT, "Weight-free DFF: weight of a "
                   "coarser focus band (1.0 suits the NYU protocol's Gaussian blur).", low=0.0, high=10.0),
     ParameterSpec("min_depth_m", DEFAULT_MIN_DEPTH_M, "Depth below this is published as NaN, metres.",

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.focus_measure import LUMA_WEIGHTS, FocusMeasureDFF, box_mean, modified_laplacian
+from ..models.focus_measure import LUMA_WEIGHTS, FocusMeasureDFF, box_mean, end_defocus_depth, modified_laplacian
 from ..stack.focal_stack import FocalStack
 from .base import DepthBackend, DepthResult
 from .densify import (
@@ -42,6 +42,10 @@ DEFAULT_DENSIFY = True
 DEFAULT_END_PEAK_WEIGHT = 1.0
 """Confidence factor of pixels sharpest in the first or last frame when they anchor the fill: their
 depth is the end of the sweep (refined towards its neighbour), right when the sweep spans the scene."""
+DEFAULT_END_DEFOCUS = True
+"""In the dense path, re-estimate pixels sharpest in the first or last frame by depth from defocus
+between that frame and its neighbour (core.models.focus_measure.end_defocus_depth) instead of the
+three-frame parabola's bound."""
 END_PEAK_CONFIDENCE_SCALE = 0.5
 """Published confidence of those anchors, relative to a measurement's: the true depth may lie beyond the sweep."""
 DEFAULT_COARSE_BAND_WEIGHT = 0.0
@@ -73,6 +77,8 @@ class FocusMeasureBackend(DepthBackend):
       their confidence scaled by this (0: they are filled like holes).
     coarse_band_weight: with densify on, the focus measure adds the
       half-size image's band with this weight (DEFAULT_COARSE_BAND_WEIGHT).
+    end_defocus: with densify on, those end-of-sweep anchors take their depth
+      from defocus between the end frame and its neighbour (DEFAULT_END_DEFOCUS).
     min_confidence: depth below this confidence is set to NaN (0 keeps every
       pixel; the confidence map is returned either way).
     """
@@ -94,6 +100,7 @@ class FocusMeasureBackend(DepthBackend):
         decay_px: float = DEFAULT_DECAY_PX,
         end_peak_weight: float = DEFAULT_END_PEAK_WEIGHT,
         coarse_band_weight: float = DEFAULT_COARSE_BAND_WEIGHT,
+        end_defocus: bool = DEFAULT_END_DEFOCUS,
     ) -> None:
         if not 0.0 <= min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
@@ -107,6 +114,7 @@ class FocusMeasureBackend(DepthBackend):
         if not coarse_band_weight >= 0:
             raise ValueError(f"coarse_band_weight must be >= 0, got {coarse_band_weight}")
         self.coarse_band_weight = coarse_band_weight
+        self.end_defocus = bool(end_defocus)
         self.densify_params = DensifyParams(seed_min_confidence, smoothness, guide_sigma, decay_px).validate()
 
     def _estimate(self, stack: FocalStack) -> DepthResult:
@@ -163,6 +171,9 @@ class FocusMeasureBackend(DepthBackend):
 
         start_s = time.perf_counter()
         fit = self.dff.peak_fit(focus, diopters)
+        if self.end_defocus:
+            fit = replace(fit, end_depth_m=end_defocus_depth(
+                fit, half_luma, diopters, self.densify_params.seed_min_confidence, half_window_px))
         confidence = torch.where(torch.isnan(fit.depth_m), 0.0, fit.confidence)
         timings_s["peak_fit"] = time.perf_counter() - start_s
 
