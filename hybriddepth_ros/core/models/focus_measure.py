@@ -286,7 +286,7 @@ def end_defocus_depth(
     Where an end pair has fewer than END_DEFOCUS_MIN_CALIBRATION_PX
     calibration pixels, its pixels keep the parabola's bound.
 
-    luma: (N, H, W) luminance at the fit's size; diopters (N,) ascending distance, i.e. descending diopters.
+    luma: (N, H, W) luminance at the fit's size; diopters: (N,) of the focus distances, nearest first.
     """
     count = luma.shape[0]
     refined = fit.end_depth_m.clone()

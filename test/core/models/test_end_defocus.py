@@ -7,7 +7,7 @@ import torch
 
 from hybriddepth_ros.core.capture.simulated import DEFAULT_SIMULATED_LENS
 from hybriddepth_ros.core.depth.focus_measure import FocusMeasureBackend
-from hybriddepth_ros.core.models.focus_measure import FocusMeasureDFF, end_defocus_depth, gaussian_blur
+from hybriddepth_ros.core.models.focus_measure import FocusMeasureDFF, end_defocus_depth, gaussian_blur, luminance
 from hybriddepth_ros.core.sim.scene import make_scene
 from hybriddepth_ros.core.sim.thin_lens import render_focal_stack
 from hybriddepth_ros.core.stack.camera import CameraIntrinsics
@@ -56,7 +56,7 @@ def test_only_end_of_sweep_pixels_are_re_estimated():
     depth_m = np.full((HEIGHT, WIDTH), NEAR_PLANE_M, dtype=np.float32)
     depth_m[:, WIDTH // 2:] = FAR_PLANE_M
     stack = _render(depth_m)
-    luma = torch.from_numpy(stack.frames).float() @ torch.tensor([0.299, 0.587, 0.114]) / 255.0
+    luma = luminance(torch.from_numpy(stack.frames).permute(0, 3, 1, 2).float() / 255.0)
     diopters = torch.tensor(1.0 / np.asarray(FOCUS_M), dtype=torch.float32)
     model = FocusMeasureDFF()
     fit = model.peak_fit(model.focus_measure(luma), diopters)
