@@ -48,7 +48,11 @@ MIN_EDGE_WEIGHT = 1e-4
 COARSEST_SIDE_PX = 24
 AGREEMENT_SCALE = 0.05
 """Relative gap between a measurement and the fill through it at which its confidence halves."""
-ITERATIONS_COARSEST, ITERATIONS_PER_LEVEL, ITERATIONS_FINEST = 30, 6, 4
+ITERATIONS_COARSEST, ITERATIONS_PER_LEVEL, ITERATIONS_FINEST = 30, 6, 0
+"""Conjugate-gradient iterations per level. The finest level takes the joint-upsampled solution of
+the next as it is: on 5-frame simulated stacks (seeds 1000-1009, tools/evaluate_weight_free.py) 4
+iterations there gave dense AbsRel 0.1185 and AUSE 0.033, none 0.1189 and 0.029, and saved about
+5 ms of the 480x640 path."""
 PROPAGATED_CONFIDENCE_SCALE = 0.5
 """A propagated pixel's confidence is at most this times its nearest measurements': below the
 anchors' own (>= seed_min_confidence 0.5), so thresholding at 0.5 keeps measured pixels only."""
@@ -110,8 +114,6 @@ def densify(
     solution = None
     for level_index in range(len(levels) - 1, -1, -1):
         level = levels[level_index]
-        scale = 4.0**level_index
-        operator = _Operator(level, decay * scale)
         if solution is None:
             known = level.weight > 0
             mean = level.numerator.sum((1, 2)) / level.weight.sum((1, 2)).clamp(min=1e-12)
@@ -121,7 +123,9 @@ def densify(
             solution = joint_upsample(solution, luminance(levels[level_index + 1].guide), luminance(level.guide),
                                       params.guide_sigma * UPSAMPLE_SIGMA_FRACTION)
             iterations = ITERATIONS_FINEST if level_index == 0 else ITERATIONS_PER_LEVEL
-        solution = _conjugate_gradients(operator, level.numerator, solution, iterations)
+        if iterations > 0:
+            operator = _Operator(level, decay * 4.0**level_index)
+            solution = _conjugate_gradients(operator, level.numerator, solution, iterations)
 
     # Conjugate-gradient iterates can overshoot; the exact solution lies within the anchors' range.
     anchors = inverse_depth[measured]
