@@ -153,8 +153,8 @@ class _Level:
 def _edge_weights(guide: torch.Tensor, params: DensifyParams) -> tuple[torch.Tensor, torch.Tensor]:
     """lambda * exp(-|g_i - g_j|^2 / (2 sigma^2)) between horizontal and vertical neighbours of the full-size guide."""
     two_sigma_sq = 2.0 * params.guide_sigma**2
-    horizontal = torch.exp(-((guide[:, :, 1:] - guide[:, :, :-1]) ** 2).sum(0) / two_sigma_sq)
-    vertical = torch.exp(-((guide[:, 1:, :] - guide[:, :-1, :]) ** 2).sum(0) / two_sigma_sq)
+    horizontal = torch.exp((-((guide[:, :, 1:] - guide[:, :, :-1]) ** 2).sum(0) / two_sigma_sq).clamp_(min=EXP_FLOOR))
+    vertical = torch.exp((-((guide[:, 1:, :] - guide[:, :-1, :]) ** 2).sum(0) / two_sigma_sq).clamp_(min=EXP_FLOOR))
     return (params.smoothness * horizontal.clamp(min=MIN_EDGE_WEIGHT),
             params.smoothness * vertical.clamp(min=MIN_EDGE_WEIGHT))
 
@@ -199,12 +199,14 @@ def joint_upsample(coarse: torch.Tensor, coarse_luma: torch.Tensor, fine_luma: t
             for row, col, bilinear in ((1, 1, 9 / 16), (1, partner_col, 3 / 16), (partner_row, 1, 3 / 16),
                                        (partner_row, partner_col, 1 / 16)):
                 neighbour = padded[:, row:row + rows, col:col + cols]
-                difference = neighbour[values] - fine
-                weight = torch.exp(difference * difference * scale).add_(1e-6).mul_(bilinear)
+                weight = torch.sub(neighbour[values], fine)
+                # Clamped where exp underflows (below -87): float exp is 15 times slower there (this CPU),
+                # and the 1e-6 added outweighs anything smaller anyway.
+                weight.mul_(weight).mul_(scale).clamp_(min=EXP_FLOOR).exp_().add_(1e-6).mul_(bilinear)
                 term = neighbour[:values] * weight
                 total = term if total is None else total.add_(term)
                 norm = weight if norm is None else norm.add_(weight)
-            result[:, row_parity::2, col_parity::2] = total / norm
+            result[:, row_parity::2, col_parity::2] = total.div_(norm)
     height, width = fine_luma.shape[-2:]
     if (height, width) != (2 * rows, 2 * cols):
         result = F.pad(result[None], (0, width - 2 * cols, 0, height - 2 * rows), mode="replicate")[0]
@@ -216,6 +218,10 @@ def luminance(guide: torch.Tensor) -> torch.Tensor:
     return guide[0] * LUMA_WEIGHTS[0] + guide[1] * LUMA_WEIGHTS[1] + guide[2] * LUMA_WEIGHTS[2]
 
 
+EXP_FLOOR = -80.0
+"""Exponents are clamped here before exp: exp(-80) is far below MIN_EDGE_WEIGHT and the upsampling's
+1e-6, so results are unchanged, and float exp of values below about -87 (underflow) took 15 times as
+long (0.8-1.8 ms against 0.11 ms for a 240x320 plane, one thread, this CPU)."""
 UPSAMPLE_SIGMA_FRACTION = 0.5
 """Joint upsampling compares luminance only, so it separates edges more sharply (sigma / 2) than the solve, which compares colour."""
 
