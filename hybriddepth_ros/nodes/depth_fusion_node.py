@@ -55,6 +55,7 @@ from ..core.depth.focus_measure import (
     DEFAULT_DENSIFY,
     DEFAULT_END_DEFOCUS,
     DEFAULT_END_PEAK_WEIGHT,
+    DEFAULT_OCCLUDER_PEAK,
     DEFAULT_WINDOW_PX,
 )
 from ..core.depth.hybriddepth import DEFAULT_WORKING_SIZE_PX, METRIC_BRANCHES, RELATIVE_INPUTS
@@ -125,6 +126,9 @@ FUSION_PARAMETERS = (
     ParameterSpec("focus_measure.end_defocus", DEFAULT_END_DEFOCUS, "Weight-free DFF: read pixels sharpest at "
                   "either end of the sweep by depth from defocus between the end frame and its neighbour, "
                   "calibrated on the measured pixels; false: the end frame's bound."),
+    ParameterSpec("focus_measure.occluder_peak", DEFAULT_OCCLUDER_PEAK, "Weight-free DFF: a flat pixel whose focus "
+                  "curve has two peaks (next to an occlusion edge) takes the nearer, the occluding edge's, and "
+                  "anchors the propagation; false: the higher peak, and flat pixels do not anchor."),
     ParameterSpec("focus_measure.coarse_band_weight", DEFAULT_COARSE_BAND_WEIGHT, "Weight-free DFF: weight of a "
                   "coarser focus band (1.0 suits the NYU protocol's Gaussian blur).", low=0.0, high=10.0),
     ParameterSpec("min_depth_m", DEFAULT_MIN_DEPTH_M, "Depth below this is published as NaN, metres.",
