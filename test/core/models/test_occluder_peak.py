@@ -54,7 +54,7 @@ def test_a_flat_object_in_front_of_texture_takes_its_edge_depth_not_the_backgrou
     without = FocusMeasureBackend(device="cpu", occluder_peak=False).estimate(stack)
     error = np.median(np.abs(with_occluder.depth_m[inner] - DISC_M)) / DISC_M
     old_error = np.median(np.abs(without.depth_m[inner] - DISC_M)) / DISC_M
-    assert error < 0.05, error  # measured 0.022
+    assert error < 0.05, error  # measured 0.025
     assert old_error > 2.0, old_error  # measured 8.5: the background's depth, read through the fill
     # Reading the edge is not measuring the flat pixel: it is not counted as measured, and its confidence
     # stays out of the set a 0.5 threshold keeps (measured pixels only), yet above 0.
