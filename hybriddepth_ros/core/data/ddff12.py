@@ -33,7 +33,7 @@ import numpy as np
 
 from ..stack.camera import CameraIntrinsics
 from ..stack.focal_stack import FocalStack
-from .sample import DatasetError, DepthDataset, DepthSample, ScoringSpace, require_samples
+from .sample import DatasetError, DepthDataset, DepthSample, ScoringSpace, open_hdf5, require_samples
 
 LENS_K2 = 1982.0250823695178
 LENS_FOCAL_PX = 7317.020641763665
@@ -62,18 +62,11 @@ class DDFF12H5(DepthDataset):
     space = DDFF12_DISPARITY
 
     def __init__(self, path: str | Path, split: str = "val", stack_size: int | None = None) -> None:
-        import h5py
-
         if split not in SPLITS:
             raise ValueError(f"DDFF12 split must be one of {SPLITS}, got '{split}'")
         self.path = Path(path)
         self.split = split
-        if not self.path.is_file():
-            raise DatasetError(f"{self.path}: no such file (a DDFF12 h5 in DFV's layout)")
-        try:
-            self._file = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise DatasetError(f"{self.path}: not an HDF5 file: {exc}") from None
+        self._file = open_hdf5(self.path, "a DDFF12 h5 in DFV's layout")
         stack_key, disp_key = f"stack_{split}", f"disp_{split}"
         missing = [key for key in (stack_key, disp_key) if key not in self._file]
         if missing:

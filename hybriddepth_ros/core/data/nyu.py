@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from ..sim.nyu_protocol import valid_depth_mask
-from .sample import DatasetError, DepthDataset, DepthSample, require_samples
+from .sample import DatasetError, DepthDataset, DepthSample, open_hdf5, require_samples
 
 LABELED_IMAGE_COUNT = 1449
 NYU_SIZE_PX = (480, 640)
@@ -107,19 +107,11 @@ class NyuLabeledMat(DepthDataset):
     fixed_sweep_m = KINECT_RANGE_M
 
     def __init__(self, path: str | Path, split: str = "test", centre_crop: bool = True) -> None:
-        import h5py
-
         self.path = Path(path)
         self.split = split
         self.centre_crop = centre_crop
-        if not self.path.is_file():
-            raise DatasetError(f"{self.path}: no such file (the NYU Depth v2 labeled .mat)")
-        try:
-            self._file = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise DatasetError(
-                f"{self.path}: not a MATLAB v7.3 / HDF5 file (the labeled NYU .mat is one): {exc}"
-            ) from None
+        self._file = open_hdf5(self.path, "the NYU Depth v2 labeled .mat",
+                               "a MATLAB v7.3 / HDF5 file (the labeled NYU .mat is one)")
         missing = [key for key in ("images", "depths") if key not in self._file]
         if missing:
             raise DatasetError(f"{self.path}: no {' or '.join(repr(k) for k in missing)} dataset "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -148,6 +149,19 @@ class Subset(DepthDataset):
 
     def describe(self) -> str:
         return f"{self.base.describe()} ({self.what}: {len(self)} of {len(self.base)})"
+
+
+def open_hdf5(path: Path, what: str, format_name: str = "an HDF5 file"):
+    """`path` opened read-only with h5py (imported here, on first use); DatasetError naming `what` the
+    file should be when it is missing, or `format_name` when h5py cannot read it."""
+    import h5py
+
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file ({what})")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise DatasetError(f"{path}: not {format_name}: {exc}") from None
 
 
 def require_samples(count: int, source: str, what: str) -> None:
