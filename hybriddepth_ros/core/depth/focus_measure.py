@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from ..models.focus_measure import (
     LUMA_WEIGHTS,
     FocusMeasureDFF,
+    RelativeBlur,
     box_mean,
     end_defocus_depth,
     modified_laplacian,
@@ -199,8 +200,9 @@ class FocusMeasureBackend(DepthBackend):
             fit_focus, occluder = occluder_peak_curves(focus, flat)
         fit = self.dff.peak_fit(fit_focus, diopters)
         if self.end_defocus:
-            fit = replace(fit, end_depth_m=end_defocus_depth(
-                fit, half_luma, diopters, self.densify_params.seed_min_confidence, half_window_px))
+            blur = RelativeBlur.calibrate(fit, half_luma, diopters, self.densify_params.seed_min_confidence)
+            if blur is not None:
+                fit = replace(fit, end_depth_m=end_defocus_depth(fit, blur, diopters))
         confidence = torch.where(torch.isnan(fit.depth_m), 0.0, fit.confidence)
         timings_s["peak_fit"] = time.perf_counter() - start_s
 

@@ -311,94 +311,121 @@ def _parabola_vertex(x0, y0, x1, y1, x2, y2) -> torch.Tensor:
     return torch.minimum(torch.maximum(vertex, torch.minimum(x0, x2)), torch.maximum(x0, x2))
 
 
-END_DEFOCUS_BAND_SIGMA_PX = 0.6
-"""Scale of the band (a difference of Gaussians, sigma and 1.6 sigma) whose energy the end-of-sweep
-defocus estimate compares between two frames; in pixels of the plane it is given (the dense path's
-half size, so 1.2 px of the frames). A single band makes the unknown texture cancel in the ratio. Chosen
-on 5-frame simulated stacks, seeds 1000-1019: sigma 0.4, 0.5, 0.6, 0.8, 1.0, 1.5 gave dense AbsRel 0.157, 0.153,
-0.149, 0.164, 0.172, 0.186 (tools/evaluate_weight_free.py)."""
+END_DEFOCUS_WINDOW_PX = 9
+"""Window (pixels of the plane given: the dense path's half size) over which relative blur is fitted.
+Chosen on 5-frame simulated stacks, seeds 1000-1019: textured end-of-sweep pixels' AbsRel 0.103, 0.095,
+0.101 at 5, 9, 15 px."""
 END_DEFOCUS_MIN_CALIBRATION_PX = 200
-"""Measured pixels needed to calibrate an end pair; with fewer the end-of-sweep bound is kept as it is."""
+"""Measured pixels needed to calibrate the blur rate; with fewer the end-of-sweep bound is kept as it is."""
+END_DEFOCUS_CALIBRATION_REACH = 0.35
+"""Calibration pixels lie within this fraction of a step from the sharper frame of their pair: the
+blur configuration of end-of-sweep pixels, which lie within half a step of the end frame. 0.25, 0.35,
+0.5 gave 0.094, 0.095, 0.098 (as END_DEFOCUS_WINDOW_PX)."""
 
 
-def end_defocus_depth(
-    fit: PeakFit,
-    luma: torch.Tensor,
-    diopters: torch.Tensor,
-    min_confidence: float,
-    window_px: int,
-    band_sigma_px: float = END_DEFOCUS_BAND_SIGMA_PX,
-) -> torch.Tensor:
+def relative_blur_px2(sharper: torch.Tensor, blurrier: torch.Tensor, window_px: int) -> torch.Tensor:
+    """(H, W) how much more blur `blurrier` has than `sharper` ((H, W) planes): its variance in px^2.
+
+    Blurring by a Gaussian of variance v adds (v / 2) times the Laplacian to
+    first order (the heat equation), so v is the least-squares fit of the
+    difference of the planes to half the Laplacian of their mean, over a window.
+    The texture cancels; v is negative where `blurrier` is in fact the sharper.
+    """
+    mean = 0.5 * (sharper + blurrier)
+    padded = F.pad(mean[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    laplacian = padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:] - 4.0 * mean
+    sums = box_mean(torch.stack([laplacian * (blurrier - sharper), laplacian * laplacian]), window_px)
+    return 2.0 * sums[0] / sums[1].clamp(min=1e-12)
+
+
+@dataclass(frozen=True)
+class RelativeBlur:
+    """Relative blur of each pair of neighbouring frames and the lens's blur rate, calibrated on a stack.
+
+    blur_px2: (N - 1, H, W), pair k = frames (k, k + 1), positive where frame
+    k is the sharper (relative_blur_px2). rate_px2: c in v = c * ((s - d)^2 - d^2)
+    for a pixel d diopters from the sharper frame of a pair s diopters apart.
+    """
+
+    blur_px2: torch.Tensor
+    rate_px2: float
+
+    @classmethod
+    def calibrate(cls, fit: PeakFit, luma: torch.Tensor, diopters: torch.Tensor, min_confidence: float,
+                  window_px: int = END_DEFOCUS_WINDOW_PX) -> "RelativeBlur | None":
+        """Blur of every pair, and c fitted (least squares through the origin) on the measured pixels
+        that lie near the sharper frame of their pair (END_DEFOCUS_CALIBRATION_REACH), whose depth is
+        known to about 4 %; None with fewer than END_DEFOCUS_MIN_CALIBRATION_PX of them or no positive c.
+
+        luma: (N, H, W) luminance at the fit's size; diopters: (N,) of the focus distances, nearest first.
+        """
+        count = luma.shape[0]
+        if count < 3:
+            return None
+        blur_px2 = torch.stack([relative_blur_px2(luma[index], luma[index + 1], window_px) for index in range(count - 1)])
+        pair, sharper_sign, step, near_d = _measured_pairs(fit, diopters)
+        calibration = (fit.confidence >= min_confidence) & (near_d < END_DEFOCUS_CALIBRATION_REACH * step)
+        if int(calibration.sum()) < END_DEFOCUS_MIN_CALIBRATION_PX:
+            return None
+        pixel = calibration.flatten().nonzero()[:, 0]
+        measured_blur = blur_px2.flatten(1)[pair[calibration], pixel] * sharper_sign[calibration]
+        g = (step[calibration] - near_d[calibration]) ** 2 - near_d[calibration] ** 2
+        rate_px2 = float((measured_blur * g).sum() / (g * g).sum().clamp(min=1e-12))
+        if not (math.isfinite(rate_px2) and rate_px2 > 0):
+            return None
+        return cls(blur_px2, rate_px2)
+
+    def offset_from_sharper(self, pair: torch.Tensor, sharper_sign: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """(H, W) d = s / 2 - v / (2 c s) for each pixel's pair (index (H, W)), its sharper frame's sign, step."""
+        blur = self.blur_px2.gather(0, pair[None])[0] * sharper_sign
+        return step / 2 - blur / (2 * self.rate_px2 * step)
+
+
+def _measured_pairs(fit: PeakFit, diopters: torch.Tensor):
+    """Per pixel: the pair of its peak frame and the frame on its vertex's side (pair index, +1 where
+    the peak frame is the pair's first else -1, step in diopters, vertex's distance from the peak frame);
+    step is NaN where there is no such frame or no vertex."""
+    count = diopters.shape[0]
+    measured_diopters = 1.0 / fit.depth_m
+    peak = fit.peak_index.clamp(0, count - 1)
+    peak_x = diopters[peak]
+    toward_next = (measured_diopters - peak_x) * (diopters[(peak + 1).clamp(max=count - 1)] - peak_x) > 0
+    other = torch.where(toward_next, peak + 1, peak - 1)
+    has_pair = (other >= 0) & (other < count) & torch.isfinite(measured_diopters)
+    other = other.clamp(0, count - 1)
+    pair = torch.minimum(peak, other)
+    sharper_sign = torch.where(pair == peak, 1.0, -1.0)
+    step = torch.where(has_pair, (diopters[other] - peak_x).abs(), torch.nan)
+    return pair, sharper_sign, step, (measured_diopters - peak_x).abs()
+
+
+def end_defocus_depth(fit: PeakFit, blur: RelativeBlur, diopters: torch.Tensor) -> torch.Tensor:
     """PeakFit.end_depth_m re-estimated by depth from defocus between the end frame and its neighbour.
 
     A pixel sharpest in the last frame lies between that frame and the
     midpoint to its neighbour, and the three-frame parabola places it badly
     there: the third frame is defocused beyond where the focus curve follows
     the parabola (5-frame simulated sweeps, last two frames at 0.98 and
-    0.2 D: AbsRel 0.32 before the fill, read towards the neighbour). With a
-    Gaussian model of the blur in one frequency band, the log energy ratio of
-    the two frames is -alpha * ((s - d)^2 - d^2) for a pixel d diopters from
-    the end frame, s the step between them: the texture cancels, and alpha
-    is a constant of the lens and the band. It is calibrated per stack on the
-    measured pixels that lie between the same two frames (interior peak at the
-    neighbour, vertex towards the end frame), whose depth is known to about 4 %.
-    Then d = (s + log ratio / (alpha s)) / 2, kept in [0, s / 2].
-    Where an end pair has fewer than END_DEFOCUS_MIN_CALIBRATION_PX
-    calibration pixels, its pixels keep the parabola's bound.
-
-    luma: (N, H, W) luminance at the fit's size; diopters: (N,) of the focus distances, nearest first.
+    0.2 D: AbsRel 0.32 before the fill, read towards the neighbour). Blur
+    variance grows with the square of defocus in diopters, so a pixel d
+    diopters from a frame and s - d from the next has relative blur
+    v = c * ((s - d)^2 - d^2) between them (relative_blur_px2), whatever its
+    texture; c is a constant of the lens (RelativeBlur.calibrate). Then
+    d = s / 2 - v / (2 c s), kept in [0, s / 2]. 5-frame simulated stacks, seeds
+    1000-1019: end-of-sweep pixels' AbsRel 0.096 (a band-energy ratio with
+    its own calibration: 0.170; c known: 0.071).
     """
-    count = luma.shape[0]
+    count = diopters.shape[0]
     refined = fit.end_depth_m.clone()
-    if count < 3:
-        return refined
-    measured_diopters = 1.0 / fit.depth_m
-    measured = torch.isfinite(fit.depth_m) & (fit.confidence >= min_confidence)
     for end, neighbour in ((0, 1), (count - 1, count - 2)):
         at_end = torch.isfinite(fit.end_depth_m) & (fit.peak_index == end)
         if not bool(at_end.any()):
             continue
         end_x, neighbour_x = float(diopters[end]), float(diopters[neighbour])
         step = abs(neighbour_x - end_x)
-        energy = box_mean(band_energy(luma[[end, neighbour]], band_sigma_px), window_px).clamp(min=1e-12)
-        log_ratio = torch.log(energy[1] / energy[0])  # neighbour over end: < 0 where the end frame is sharper
-        # Calibration pixels: interior peak at the neighbour, vertex on the end frame's side of it.
-        towards_end = (measured_diopters - neighbour_x) * (end_x - neighbour_x) > 0
-        calibration = measured & (fit.peak_index == neighbour) & towards_end
-        near_d = (measured_diopters - neighbour_x).abs()
-        far_d = (end_x - measured_diopters).abs()
-        spread = far_d**2 - near_d**2  # > 0 on the neighbour's side of the midpoint
-        calibration &= spread > 0.05 * step**2
-        if int(calibration.sum()) < END_DEFOCUS_MIN_CALIBRATION_PX:
-            continue
-        # log(E_end / E_neighbour) = -alpha * (far^2 - near^2) at calibration pixels
-        alpha = torch.median(log_ratio[calibration] / spread[calibration])
-        if not (bool(torch.isfinite(alpha)) and float(alpha) > 0):
-            continue
-        offset = ((step + log_ratio / (float(alpha) * step)) / 2).clamp(0.0, step / 2)
+        pair = torch.full_like(fit.peak_index, min(end, neighbour))
+        sharper_sign = torch.full_like(fit.confidence, 1.0 if end < neighbour else -1.0)
+        offset = blur.offset_from_sharper(pair, sharper_sign, torch.full_like(fit.confidence, step)).clamp(0.0, step / 2)
         depth_m = 1.0 / (end_x + offset * (1.0 if neighbour_x > end_x else -1.0))
         refined = torch.where(at_end, depth_m, refined)
     return refined
-
-
-def band_energy(luma: torch.Tensor, sigma_px: float) -> torch.Tensor:
-    """(K, H, W) squared difference of Gaussians (sigma, 1.6 sigma) of (K, H, W) planes, edges replicated."""
-    return (gaussian_blur(luma, sigma_px) - gaussian_blur(luma, 1.6 * sigma_px)) ** 2
-
-
-def gaussian_blur(planes: torch.Tensor, sigma_px: float) -> torch.Tensor:
-    """(K, H, W) planes blurred by a separable Gaussian (radius ceil(3 sigma)), edges replicated."""
-    radius = max(1, math.ceil(3.0 * sigma_px))
-    taps = torch.arange(-radius, radius + 1, device=planes.device, dtype=planes.dtype)
-    kernel = torch.exp(-0.5 * (taps / sigma_px) ** 2)
-    kernel = kernel / kernel.sum()
-    # Weighted shifted adds, as in box_mean: two 240x320 planes, sigma 0.6, 1.6 ms against 2.2 ms with F.conv2d (one CPU thread).
-    height, width = planes.shape[-2:]
-    padded = F.pad(planes[:, None], (radius,) * 4, mode="replicate")[:, 0]
-    rows = padded[..., :width] * kernel[0]
-    for shift in range(1, 2 * radius + 1):
-        rows += padded[..., shift:shift + width] * kernel[shift]
-    result = rows[:, :height] * kernel[0]
-    for shift in range(1, 2 * radius + 1):
-        result += rows[:, shift:shift + height] * kernel[shift]
-    return result
