@@ -52,6 +52,7 @@ from ..core.depth.densify import (
 from ..core.depth.focus_measure import (
     DEFAULT_COARSE_BAND_WEIGHT,
     DEFAULT_CURVE_EXPONENT,
+    DEFAULT_DEFOCUS_BLEND,
     DEFAULT_DENSIFY,
     DEFAULT_END_DEFOCUS,
     DEFAULT_END_PEAK_WEIGHT,
@@ -126,6 +127,9 @@ FUSION_PARAMETERS = (
     ParameterSpec("focus_measure.end_defocus", DEFAULT_END_DEFOCUS, "Weight-free DFF: read pixels sharpest at "
                   "either end of the sweep by depth from defocus between the end frame and its neighbour, "
                   "calibrated on the measured pixels; false: the end frame's bound."),
+    ParameterSpec("focus_measure.defocus_blend", DEFAULT_DEFOCUS_BLEND, "Weight-free DFF: average each measured "
+                  "pixel's focus peak with its depth from relative blur between its sharpest frame and the next "
+                  "on its side, weighted by their expected errors; false: the focus peak alone."),
     ParameterSpec("focus_measure.occluder_peak", DEFAULT_OCCLUDER_PEAK, "Weight-free DFF: a flat pixel whose focus "
                   "curve has two peaks (next to an occlusion edge) takes the nearer, the occluding edge's, and "
                   "anchors the propagation; false: the higher peak, and flat pixels do not anchor."),

@@ -21,6 +21,7 @@ from ..models.focus_measure import (
     FocusMeasureDFF,
     RelativeBlur,
     box_mean,
+    defocus_blended_depth,
     end_defocus_depth,
     modified_laplacian,
     occluder_peak_curves,
@@ -54,6 +55,9 @@ DEFAULT_END_DEFOCUS = True
 """In the dense path, re-estimate pixels sharpest in the first or last frame by depth from defocus
 between that frame and its neighbour (core.models.focus_measure.end_defocus_depth) instead of the
 three-frame parabola's bound."""
+DEFAULT_DEFOCUS_BLEND = True
+"""In the dense path, average each measured pixel's focus peak with its depth from relative blur between
+its peak frame and the frame on its vertex's side (core.models.focus_measure.defocus_blended_depth)."""
 DEFAULT_OCCLUDER_PEAK = True
 """In the dense path, a flat pixel whose focus curve has two peaks takes the nearer one, its occlusion
 edge's (core.models.focus_measure.occluder_peak_curves), and anchors the fill although it is flat.
@@ -103,6 +107,8 @@ class FocusMeasureBackend(DepthBackend):
       from defocus between the end frame and its neighbour (DEFAULT_END_DEFOCUS).
     occluder_peak: with densify on, flat pixels with two focus peaks take the
       nearer, their occlusion edge's (DEFAULT_OCCLUDER_PEAK).
+    defocus_blend: with densify on, measured pixels' depth is their focus peak
+      averaged with depth from relative blur (DEFAULT_DEFOCUS_BLEND).
     min_confidence: depth below this confidence is set to NaN (0 keeps every
       pixel; the confidence map is returned either way).
     """
@@ -126,6 +132,7 @@ class FocusMeasureBackend(DepthBackend):
         coarse_band_weight: float = DEFAULT_COARSE_BAND_WEIGHT,
         end_defocus: bool = DEFAULT_END_DEFOCUS,
         occluder_peak: bool = DEFAULT_OCCLUDER_PEAK,
+        defocus_blend: bool = DEFAULT_DEFOCUS_BLEND,
     ) -> None:
         if not 0.0 <= min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
@@ -141,6 +148,7 @@ class FocusMeasureBackend(DepthBackend):
         self.coarse_band_weight = coarse_band_weight
         self.end_defocus = bool(end_defocus)
         self.occluder_peak = bool(occluder_peak)
+        self.defocus_blend = bool(defocus_blend)
         self.densify_params = DensifyParams(seed_min_confidence, smoothness, guide_sigma, decay_px).validate()
 
     def _estimate(self, stack: FocalStack) -> DepthResult:
@@ -199,10 +207,13 @@ class FocusMeasureBackend(DepthBackend):
             flat = own_texture_share(fine.amax(0), half_window_px) < OCCLUDER_FLAT_SHARE
             fit_focus, occluder = occluder_peak_curves(focus, flat)
         fit = self.dff.peak_fit(fit_focus, diopters)
-        if self.end_defocus:
+        blur = None
+        if self.end_defocus or self.defocus_blend:
             blur = RelativeBlur.calibrate(fit, half_luma, diopters, self.densify_params.seed_min_confidence)
-            if blur is not None:
-                fit = replace(fit, end_depth_m=end_defocus_depth(fit, blur, diopters))
+        if blur is not None and self.end_defocus:
+            fit = replace(fit, end_depth_m=end_defocus_depth(fit, blur, diopters))
+        if blur is not None and self.defocus_blend:
+            fit = replace(fit, depth_m=defocus_blended_depth(fit, blur, diopters))
         confidence = torch.where(torch.isnan(fit.depth_m), 0.0, fit.confidence)
         timings_s["peak_fit"] = time.perf_counter() - start_s
 
