@@ -20,6 +20,7 @@ from ..models.focus_measure import (
     LUMA_WEIGHTS,
     FocusMeasureDFF,
     RelativeBlur,
+    VertexPairs,
     box_mean,
     defocus_blended_depth,
     end_defocus_depth,
@@ -209,11 +210,12 @@ class FocusMeasureBackend(DepthBackend):
         fit = self.dff.peak_fit(fit_focus, diopters)
         blur = None
         if self.end_defocus or self.defocus_blend:
-            blur = RelativeBlur.calibrate(fit, half_luma, diopters, self.densify_params.seed_min_confidence)
+            pairs = VertexPairs.of(fit, diopters)
+            blur = RelativeBlur.calibrate(fit, pairs, half_luma, self.densify_params.seed_min_confidence)
         if blur is not None and self.end_defocus:
             fit = replace(fit, end_depth_m=end_defocus_depth(fit, blur, diopters))
         if blur is not None and self.defocus_blend:
-            fit = replace(fit, depth_m=defocus_blended_depth(fit, blur, diopters))
+            fit = replace(fit, depth_m=defocus_blended_depth(fit, pairs, blur, diopters))
         confidence = torch.where(torch.isnan(fit.depth_m), 0.0, fit.confidence)
         timings_s["peak_fit"] = time.perf_counter() - start_s
 

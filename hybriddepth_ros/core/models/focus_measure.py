@@ -358,26 +358,26 @@ class RelativeBlur:
     rate_px2: float
 
     @classmethod
-    def calibrate(cls, fit: PeakFit, luma: torch.Tensor, diopters: torch.Tensor, min_confidence: float,
+    def calibrate(cls, fit: PeakFit, pairs: "VertexPairs", luma: torch.Tensor, min_confidence: float,
                   window_px: int = END_DEFOCUS_WINDOW_PX) -> "RelativeBlur | None":
         """Blur of every pair, and c fitted (least squares through the origin) on the measured pixels
         that lie near the sharper frame of their pair (END_DEFOCUS_CALIBRATION_REACH), whose depth is
         known to about 4 %; None with fewer than END_DEFOCUS_MIN_CALIBRATION_PX of them or no positive c.
 
-        luma: (N, H, W) luminance at the fit's size; diopters: (N,) of the focus distances, nearest first.
+        pairs: the fit's VertexPairs; luma: (N, H, W) luminance at the fit's size.
         """
         count = luma.shape[0]
         if count < 3:
             return None
-        fits = [relative_blur_px2(luma[index], luma[index + 1], window_px) for index in range(count - 1)]
-        blur_px2 = torch.stack([blur for blur, _ in fits])
-        pair, sharper_sign, step, near_d = _measured_pairs(fit, diopters)
-        calibration = (fit.confidence >= min_confidence) & (near_d < END_DEFOCUS_CALIBRATION_REACH * step)
+        calibration = (fit.confidence >= min_confidence) & (pairs.near_d < END_DEFOCUS_CALIBRATION_REACH * pairs.step)
         if int(calibration.sum()) < END_DEFOCUS_MIN_CALIBRATION_PX:
             return None
+        fits = [relative_blur_px2(luma[index], luma[index + 1], window_px) for index in range(count - 1)]
+        blur_px2 = torch.stack([blur for blur, _ in fits])
         pixel = calibration.flatten().nonzero()[:, 0]
-        measured_blur = blur_px2.flatten(1)[pair[calibration], pixel] * sharper_sign[calibration]
-        g = (step[calibration] - near_d[calibration]) ** 2 - near_d[calibration] ** 2
+        measured_blur = blur_px2.flatten(1)[pairs.pair[calibration], pixel] * pairs.sharper_sign[calibration]
+        near_d = pairs.near_d[calibration]
+        g = (pairs.step[calibration] - near_d) ** 2 - near_d**2
         rate_px2 = float((measured_blur * g).sum() / (g * g).sum().clamp(min=1e-12))
         if not (math.isfinite(rate_px2) and rate_px2 > 0):
             return None
@@ -389,22 +389,36 @@ class RelativeBlur:
         return step / 2 - blur / (2 * self.rate_px2 * step)
 
 
-def _measured_pairs(fit: PeakFit, diopters: torch.Tensor):
-    """Per pixel: the pair of its peak frame and the frame on its vertex's side (pair index, +1 where
-    the peak frame is the pair's first else -1, step in diopters, vertex's distance from the peak frame);
-    step is NaN where there is no such frame or no vertex."""
-    count = diopters.shape[0]
-    measured_diopters = 1.0 / fit.depth_m
-    peak = fit.peak_index.clamp(0, count - 1)
-    peak_x = diopters[peak]
-    toward_next = (measured_diopters - peak_x) * (diopters[(peak + 1).clamp(max=count - 1)] - peak_x) > 0
-    other = torch.where(toward_next, peak + 1, peak - 1)
-    has_pair = (other >= 0) & (other < count) & torch.isfinite(measured_diopters)
-    other = other.clamp(0, count - 1)
-    pair = torch.minimum(peak, other)
-    sharper_sign = torch.where(pair == peak, 1.0, -1.0)
-    step = torch.where(has_pair, (diopters[other] - peak_x).abs(), torch.nan)
-    return pair, sharper_sign, step, (measured_diopters - peak_x).abs()
+@dataclass(frozen=True)
+class VertexPairs:
+    """Per pixel (H, W): the pair of neighbouring frames its focus peak's vertex lies in.
+
+    pair: index k of frames (k, k + 1); sharper_sign: +1 where the peak frame
+    is k, -1 where it is k + 1; step: the pair's spacing in diopters (NaN where
+    there is no vertex or no frame on its side); near_d: the vertex's distance
+    from the peak frame, diopters; direction: sign of the other frame's diopters minus the peak's.
+    """
+
+    pair: torch.Tensor
+    sharper_sign: torch.Tensor
+    step: torch.Tensor
+    near_d: torch.Tensor
+    direction: torch.Tensor
+
+    @classmethod
+    def of(cls, fit: PeakFit, diopters: torch.Tensor) -> "VertexPairs":
+        count = diopters.shape[0]
+        measured_diopters = 1.0 / fit.depth_m
+        peak = fit.peak_index.clamp(0, count - 1)
+        peak_x = diopters.take(peak)  # take: 1.5 times faster than indexing here
+        toward_next = (measured_diopters - peak_x) * (diopters.take((peak + 1).clamp(max=count - 1)) - peak_x) > 0
+        other = torch.where(toward_next, peak + 1, peak - 1)
+        has_pair = (other >= 0) & (other < count) & torch.isfinite(measured_diopters)
+        other = other.clamp(0, count - 1)
+        pair = torch.minimum(peak, other)
+        offset_x = diopters.take(other) - peak_x
+        step = torch.where(has_pair, offset_x.abs(), torch.nan)
+        return cls(pair, torch.where(pair == peak, 1.0, -1.0), step, (measured_diopters - peak_x).abs(), torch.sign(offset_x))
 
 
 PEAK_ERROR_PER_STEP_CUBED = 0.05
@@ -416,7 +430,7 @@ seeds 1000-1009, for 0.025, 0.05, 0.15 (the peak alone): 5-frame simulated 0.031
 0.0746 (0.0757)."""
 
 
-def defocus_blended_depth(fit: PeakFit, blur: RelativeBlur, diopters: torch.Tensor,
+def defocus_blended_depth(fit: PeakFit, pairs: VertexPairs, blur: RelativeBlur, diopters: torch.Tensor,
                           peak_error: float = PEAK_ERROR_PER_STEP_CUBED) -> torch.Tensor:
     """PeakFit.depth_m with each vertex averaged with its depth from relative blur, by inverse variance.
 
@@ -425,18 +439,16 @@ def defocus_blended_depth(fit: PeakFit, blur: RelativeBlur, diopters: torch.Tens
     standard error of v over 2 c s. On 5-frame sweeps its error is smaller than
     the parabola's, on 10-frame ones larger; the weights follow the step.
     """
-    pair, sharper_sign, step, near_d = _measured_pairs(fit, diopters)
-    safe_step = torch.nan_to_num(step, nan=1.0)
-    from_blur = blur.offset_from_sharper(pair, sharper_sign, safe_step).clamp(min=0.0)
+    safe_step = torch.nan_to_num(pairs.step, nan=1.0)
+    from_blur = blur.offset_from_sharper(pairs.pair, pairs.sharper_sign, safe_step).clamp(min=0.0)
     from_blur = torch.minimum(from_blur, safe_step)
-    blur_error = blur.blur_error_px2.gather(0, pair[None])[0] / (2 * blur.rate_px2 * safe_step)
+    blur_error = blur.blur_error_px2.gather(0, pairs.pair[None])[0] / (2 * blur.rate_px2 * safe_step)
     blur_weight = 1.0 / blur_error.clamp(min=1e-6) ** 2
     peak_weight = 1.0 / (peak_error * safe_step**3).clamp(min=1e-6) ** 2
-    blended = (peak_weight * near_d + blur_weight * from_blur) / (peak_weight + blur_weight)
-    peak_x = diopters[fit.peak_index.clamp(0, diopters.shape[0] - 1)]
-    direction = torch.sign(diopters[torch.where(sharper_sign > 0, pair + 1, pair)] - peak_x)
-    depth_m = 1.0 / (peak_x + direction * blended)
-    return torch.where(torch.isfinite(step) & torch.isfinite(depth_m), depth_m, fit.depth_m)
+    blended = (peak_weight * pairs.near_d + blur_weight * from_blur) / (peak_weight + blur_weight)
+    peak_x = diopters.take(fit.peak_index.clamp(0, diopters.shape[0] - 1))
+    depth_m = 1.0 / (peak_x + pairs.direction * blended)
+    return torch.where(torch.isfinite(pairs.step) & torch.isfinite(depth_m), depth_m, fit.depth_m)
 
 
 def end_defocus_depth(fit: PeakFit, blur: RelativeBlur, diopters: torch.Tensor) -> torch.Tensor:
@@ -463,9 +475,8 @@ def end_defocus_depth(fit: PeakFit, blur: RelativeBlur, diopters: torch.Tensor) 
             continue
         end_x, neighbour_x = float(diopters[end]), float(diopters[neighbour])
         step = abs(neighbour_x - end_x)
-        pair = torch.full_like(fit.peak_index, min(end, neighbour))
-        sharper_sign = torch.full_like(fit.confidence, 1.0 if end < neighbour else -1.0)
-        offset = blur.offset_from_sharper(pair, sharper_sign, torch.full_like(fit.confidence, step)).clamp(0.0, step / 2)
+        end_blur_px2 = blur.blur_px2[min(end, neighbour)] * (1.0 if end < neighbour else -1.0)  # end frame the sharper
+        offset = (step / 2 - end_blur_px2 / (2 * blur.rate_px2 * step)).clamp(0.0, step / 2)
         depth_m = 1.0 / (end_x + offset * (1.0 if neighbour_x > end_x else -1.0))
         refined = torch.where(at_end, depth_m, refined)
     return refined

@@ -10,6 +10,7 @@ from hybriddepth_ros.core.depth.focus_measure import FocusMeasureBackend
 from hybriddepth_ros.core.models.focus_measure import (
     FocusMeasureDFF,
     RelativeBlur,
+    VertexPairs,
     defocus_blended_depth,
     end_defocus_depth,
     luminance,
@@ -67,7 +68,7 @@ def test_only_end_of_sweep_pixels_are_re_estimated():
     diopters = torch.tensor(1.0 / np.asarray(FOCUS_M), dtype=torch.float32)
     model = FocusMeasureDFF()
     fit = model.peak_fit(model.focus_measure(luma), diopters)
-    blur = RelativeBlur.calibrate(fit, luma, diopters, min_confidence=0.5)
+    blur = RelativeBlur.calibrate(fit, VertexPairs.of(fit, diopters), luma, min_confidence=0.5)
     assert blur is not None and blur.rate_px2 > 0
     refined = end_defocus_depth(fit, blur, diopters)
     np.testing.assert_array_equal(torch.isfinite(refined).numpy(), torch.isfinite(fit.end_depth_m).numpy())
@@ -86,7 +87,8 @@ def test_without_measured_pixels_to_calibrate_the_bound_is_kept():
     luma = luminance(torch.from_numpy(stack.frames).permute(0, 3, 1, 2).float() / 255.0)
     diopters = torch.tensor(1.0 / np.asarray(FOCUS_M), dtype=torch.float32)
     model = FocusMeasureDFF()
-    assert RelativeBlur.calibrate(model.peak_fit(model.focus_measure(luma), diopters), luma, diopters, 0.5) is None
+    fit = model.peak_fit(model.focus_measure(luma), diopters)
+    assert RelativeBlur.calibrate(fit, VertexPairs.of(fit, diopters), luma, 0.5) is None
     with_defocus = FocusMeasureBackend(device="cpu").estimate(stack)
     parabola_bound = FocusMeasureBackend(device="cpu", end_defocus=False).estimate(stack)
     np.testing.assert_array_equal(with_defocus.depth_m, parabola_bound.depth_m)
@@ -132,8 +134,9 @@ def test_blending_relative_blur_brings_measured_planes_nearer_their_depth():
     diopters = torch.tensor(1.0 / np.asarray(FOCUS_M), dtype=torch.float32)
     model = FocusMeasureDFF()
     fit = model.peak_fit(model.focus_measure(luma), diopters)
-    blur = RelativeBlur.calibrate(fit, luma, diopters, min_confidence=0.5)
-    blended = defocus_blended_depth(fit, blur, diopters)
+    pairs = VertexPairs.of(fit, diopters)
+    blur = RelativeBlur.calibrate(fit, pairs, luma, min_confidence=0.5)
+    blended = defocus_blended_depth(fit, pairs, blur, diopters)
     np.testing.assert_array_equal(torch.isfinite(blended).numpy(), torch.isfinite(fit.depth_m).numpy())
     for columns, true_m in ((slice(8, WIDTH // 2 - 8), 0.45), (slice(WIDTH // 2 + 8, WIDTH - 8), NEAR_PLANE_M)):
         peak_error = float((fit.depth_m[8:-8, columns] / true_m - 1).abs().median())
