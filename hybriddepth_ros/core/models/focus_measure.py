@@ -311,19 +311,21 @@ def _parabola_vertex(x0, y0, x1, y1, x2, y2) -> torch.Tensor:
     return torch.minimum(torch.maximum(vertex, torch.minimum(x0, x2)), torch.maximum(x0, x2))
 
 
-END_DEFOCUS_WINDOW_PX = 9
+RELATIVE_BLUR_WINDOW_PX = 9
 """Window (pixels of the plane given: the dense path's half size) over which relative blur is fitted.
 Chosen on 5-frame simulated stacks, seeds 1000-1019: textured end-of-sweep pixels' AbsRel 0.103, 0.095,
 0.101 at 5, 9, 15 px."""
-END_DEFOCUS_MIN_CALIBRATION_PX = 200
+RELATIVE_BLUR_MIN_CALIBRATION_PX = 200
 """Measured pixels needed to calibrate the blur rate; with fewer the end-of-sweep bound is kept as it is."""
-END_DEFOCUS_CALIBRATION_REACH = 0.35
+RELATIVE_BLUR_CALIBRATION_REACH = 0.35
 """Calibration pixels lie within this fraction of a step from the sharper frame of their pair: the
 blur configuration of end-of-sweep pixels, which lie within half a step of the end frame. 0.25, 0.35,
-0.5 gave 0.094, 0.095, 0.098 (as END_DEFOCUS_WINDOW_PX)."""
+0.5 gave 0.094, 0.095, 0.098 (as RELATIVE_BLUR_WINDOW_PX)."""
 
 
-def relative_blur_px2(sharper: torch.Tensor, blurrier: torch.Tensor, window_px: int) -> tuple[torch.Tensor, torch.Tensor]:
+def relative_blur_px2(
+    sharper: torch.Tensor, blurrier: torch.Tensor, window_px: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(H, W) how much more blur `blurrier` has than `sharper` ((H, W) planes): its variance in px^2,
     and that estimate's standard error.
 
@@ -359,18 +361,18 @@ class RelativeBlur:
 
     @classmethod
     def calibrate(cls, fit: PeakFit, pairs: "VertexPairs", luma: torch.Tensor, min_confidence: float,
-                  window_px: int = END_DEFOCUS_WINDOW_PX) -> "RelativeBlur | None":
+                  window_px: int = RELATIVE_BLUR_WINDOW_PX) -> "RelativeBlur | None":
         """Blur of every pair, and c fitted (least squares through the origin) on the measured pixels
-        that lie near the sharper frame of their pair (END_DEFOCUS_CALIBRATION_REACH), whose depth is
-        known to about 4 %; None with fewer than END_DEFOCUS_MIN_CALIBRATION_PX of them or no positive c.
+        that lie near the sharper frame of their pair (RELATIVE_BLUR_CALIBRATION_REACH), whose depth is
+        known to about 4 %; None with fewer than RELATIVE_BLUR_MIN_CALIBRATION_PX of them or no positive c.
 
         pairs: the fit's VertexPairs; luma: (N, H, W) luminance at the fit's size.
         """
         count = luma.shape[0]
         if count < 3:
             return None
-        calibration = (fit.confidence >= min_confidence) & (pairs.near_d < END_DEFOCUS_CALIBRATION_REACH * pairs.step)
-        if int(calibration.sum()) < END_DEFOCUS_MIN_CALIBRATION_PX:
+        calibration = (fit.confidence >= min_confidence) & (pairs.near_d < RELATIVE_BLUR_CALIBRATION_REACH * pairs.step)
+        if int(calibration.sum()) < RELATIVE_BLUR_MIN_CALIBRATION_PX:
             return None
         fits = [relative_blur_px2(luma[index], luma[index + 1], window_px) for index in range(count - 1)]
         blur_px2 = torch.stack([blur for blur, _ in fits])
@@ -418,7 +420,8 @@ class VertexPairs:
         pair = torch.minimum(peak, other)
         offset_x = diopters.take(other) - peak_x
         step = torch.where(has_pair, offset_x.abs(), torch.nan)
-        return cls(pair, torch.where(pair == peak, 1.0, -1.0), step, (measured_diopters - peak_x).abs(), torch.sign(offset_x))
+        sharper_sign = torch.where(pair == peak, 1.0, -1.0)
+        return cls(pair, sharper_sign, step, (measured_diopters - peak_x).abs(), torch.sign(offset_x))
 
 
 PEAK_ERROR_PER_STEP_CUBED = 0.05

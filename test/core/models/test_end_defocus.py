@@ -1,4 +1,5 @@
-"""Depth from relative blur between neighbouring frames: end-of-sweep pixels, and measured peaks blended with it; known answers on thin-lens renders."""
+"""Depth from relative blur between neighbouring frames (end-of-sweep pixels, measured peaks blended
+with it): known answers on thin-lens renders."""
 
 import cv2
 import numpy as np
@@ -102,7 +103,8 @@ def _texture_luma(seed: int, contrast: float = 1.0) -> np.ndarray:
 
 
 def _blurred(plane: np.ndarray, variance_px2: float) -> torch.Tensor:
-    return torch.from_numpy(cv2.GaussianBlur(plane, (0, 0), float(np.sqrt(variance_px2)), borderType=cv2.BORDER_REPLICATE))
+    sigma_px = float(np.sqrt(variance_px2))
+    return torch.from_numpy(cv2.GaussianBlur(plane, (0, 0), sigma_px, borderType=cv2.BORDER_REPLICATE))
 
 
 @pytest.mark.parametrize("added_px2", [0.36, 0.64, 1.0])
