@@ -72,9 +72,9 @@ squares is flat too, and next to a nearer object reads that object's depth: a ba
 around it. Dense AbsRel for 0.8, 0.6, 0.4 (without: in brackets): seeds 1000-1019, 5 frames, sim 0.117,
 0.119, 0.140 (0.149) and nyu_far 0.125, 0.128, 0.131 (0.135); `make demo`'s 10-frame checkered scene
 0.0521, 0.0500, 0.0482 (0.0476)."""
-END_PEAK_CONFIDENCE_SCALE = 0.5
-"""Published confidence of those anchors, and of occluder_peak's, relative to a measurement's: the true
-depth may lie beyond the sweep, and a flat pixel reads its edge's depth, not its own."""
+INDIRECT_ANCHOR_CONFIDENCE_SCALE = 0.5
+"""Published confidence of indirect anchors (end-of-sweep pixels, and occluder_peak's flat pixels) relative
+to a measurement's: the true depth may lie beyond the sweep, and a flat pixel reads its edge's depth, not its own."""
 DEFAULT_COARSE_BAND_WEIGHT = 0.0
 """Weight of the half-size image's modified Laplacian added to the full-size one's in the dense path.
 Where no frame is within about 1 px of focus (the NYU protocol's gather blurs everything else), the
@@ -273,7 +273,7 @@ class FocusMeasureBackend(DepthBackend):
         indirect = at_end if occluder is None else at_end | occluder
         indirect_anchor = dense.measured & indirect
         measured = dense.measured & ~indirect
-        filled_confidence = torch.where(indirect_anchor, END_PEAK_CONFIDENCE_SCALE * dense.confidence, dense.confidence)
+        filled_confidence = torch.where(indirect_anchor, INDIRECT_ANCHOR_CONFIDENCE_SCALE * dense.confidence, dense.confidence)
         inside = dense.measured.numel() if valid is None else int(valid.sum())
         diagnostics: dict[str, float | str] = {"measured_fraction": float(measured.sum()) / max(inside, 1)}
         if not bool(dense.measured.any()):

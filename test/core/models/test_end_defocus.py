@@ -38,6 +38,14 @@ def _render(depth_m: np.ndarray) -> FocalStack:
     return FocalStack(frames, np.asarray(FOCUS_M, dtype=float), intrinsics).validate()
 
 
+def _peak_fit(stack: FocalStack):
+    """Luminance, diopters and the focus-measure peak fit of a rendered stack, at full size."""
+    luma = luminance(torch.from_numpy(stack.frames).permute(0, 3, 1, 2).float() / 255.0)
+    diopters = torch.tensor(1.0 / np.asarray(FOCUS_M), dtype=torch.float32)
+    model = FocusMeasureDFF()
+    return luma, diopters, model.peak_fit(model.focus_measure(luma), diopters)
+
+
 def _far_error(result, depth_m, columns):
     region = depth_m[:, columns]
     return np.median(np.abs(result.depth_m[:, columns] - region) / region)
@@ -65,10 +73,7 @@ def test_only_end_of_sweep_pixels_are_re_estimated():
     depth_m = np.full((HEIGHT, WIDTH), NEAR_PLANE_M, dtype=np.float32)
     depth_m[:, WIDTH // 2:] = FAR_PLANE_M
     stack = _render(depth_m)
-    luma = luminance(torch.from_numpy(stack.frames).permute(0, 3, 1, 2).float() / 255.0)
-    diopters = torch.tensor(1.0 / np.asarray(FOCUS_M), dtype=torch.float32)
-    model = FocusMeasureDFF()
-    fit = model.peak_fit(model.focus_measure(luma), diopters)
+    luma, diopters, fit = _peak_fit(stack)
     blur = RelativeBlur.calibrate(fit, VertexPairs.of(fit, diopters), luma, min_confidence=0.5)
     assert blur is not None and blur.rate_px2 > 0
     refined = end_defocus_depth(fit, blur, diopters)
@@ -85,10 +90,7 @@ def test_only_end_of_sweep_pixels_are_re_estimated():
 def test_without_measured_pixels_to_calibrate_the_bound_is_kept():
     depth_m = np.full((HEIGHT, WIDTH), FAR_PLANE_M, dtype=np.float32)
     stack = _render(depth_m)
-    luma = luminance(torch.from_numpy(stack.frames).permute(0, 3, 1, 2).float() / 255.0)
-    diopters = torch.tensor(1.0 / np.asarray(FOCUS_M), dtype=torch.float32)
-    model = FocusMeasureDFF()
-    fit = model.peak_fit(model.focus_measure(luma), diopters)
+    luma, diopters, fit = _peak_fit(stack)
     assert RelativeBlur.calibrate(fit, VertexPairs.of(fit, diopters), luma, 0.5) is None
     with_defocus = FocusMeasureBackend(device="cpu").estimate(stack)
     parabola_bound = FocusMeasureBackend(device="cpu", end_defocus=False).estimate(stack)
@@ -132,10 +134,7 @@ def test_blending_relative_blur_brings_measured_planes_nearer_their_depth():
     depth_m = np.full((HEIGHT, WIDTH), 0.45, dtype=np.float32)
     depth_m[:, WIDTH // 2:] = NEAR_PLANE_M
     stack = _render(depth_m)
-    luma = luminance(torch.from_numpy(stack.frames).permute(0, 3, 1, 2).float() / 255.0)
-    diopters = torch.tensor(1.0 / np.asarray(FOCUS_M), dtype=torch.float32)
-    model = FocusMeasureDFF()
-    fit = model.peak_fit(model.focus_measure(luma), diopters)
+    luma, diopters, fit = _peak_fit(stack)
     pairs = VertexPairs.of(fit, diopters)
     blur = RelativeBlur.calibrate(fit, pairs, luma, min_confidence=0.5)
     blended = defocus_blended_depth(fit, pairs, blur, diopters)
