@@ -12,7 +12,9 @@ from hybriddepth_ros.core.stack.camera import CameraIntrinsics
 from hybriddepth_ros.core.capture.simulated import DEFAULT_SIMULATED_LENS, SimulatedCapture
 from hybriddepth_ros.core.stack.focal_stack import FocalStack, diopter_sweep
 from hybriddepth_ros.core.depth.densify import DensifyParams
+from hybriddepth_ros.core.depth import focus_measure as focus_backend
 from hybriddepth_ros.core.depth.focus_measure import FocusMeasureBackend
+from hybriddepth_ros.core.models import focus_measure as focus_models
 from hybriddepth_ros.core.eval.metrics import depth_metrics
 from hybriddepth_ros.core.sim.scene import make_scene
 from hybriddepth_ros.core.sim.thin_lens import render_focal_stack
@@ -189,3 +191,36 @@ def test_dense_default_fills_the_simulated_scene():
     assert np.median(result.confidence[result.measured]) >= DensifyParams().seed_min_confidence
     assert np.median(result.confidence[~result.measured]) < np.median(result.confidence[result.measured])
     assert 0 < result.diagnostics["measured_fraction"] < 1
+
+
+@pytest.mark.parametrize("window_px", [3, 5, 9])
+def test_opencv_filters_match_the_torch_filters(window_px, monkeypatch):
+    """On the CPU box_mean, modified_laplacian and the half-size planes run in OpenCV; on other devices
+    in torch. Both must give the same numbers (odd sizes, replicated edges) and the same depth."""
+    planes = torch.rand(4, 37, 53, generator=torch.Generator().manual_seed(window_px))
+    frames = (torch.rand(3, 37, 53, 3, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
+    assert focus_models.opencv_applies(planes)
+    fast = (focus_models.box_mean(planes, window_px), focus_models.modified_laplacian(planes),
+            *focus_backend._half_size_planes(frames))
+    monkeypatch.setattr(focus_models, "FORCE_TORCH_FILTERS", True)
+    assert not focus_models.opencv_applies(planes)
+    reference = (focus_models.box_mean(planes, window_px), focus_models.modified_laplacian(planes),
+                 *focus_backend._half_size_planes(frames))
+    for got, expected in zip(fast, reference):
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_dense_depth_is_the_same_with_torch_filters(monkeypatch):
+    stack = SimulatedCapture(width=160, height=120, seed=2).capture_stack()
+    fast = FocusMeasureBackend(device="cpu").estimate(stack)
+    monkeypatch.setattr(focus_models, "FORCE_TORCH_FILTERS", True)
+    reference = FocusMeasureBackend(device="cpu").estimate(stack)
+    np.testing.assert_allclose(fast.depth_m, reference.depth_m, rtol=1e-4)
+    np.testing.assert_allclose(fast.confidence, reference.confidence, atol=1e-4)
+
+
+def test_box_cox_shortcut_for_the_default_exponent_is_the_transform():
+    values = torch.linspace(1e-3, 1.0, 1001)
+    transformed = FocusMeasureBackend(device="cpu").dff._box_cox(values)
+    torch.testing.assert_close(transformed, (values.clamp(min=1e-6) ** -3.0 - 1.0) / -3.0, rtol=1e-5, atol=0)
