@@ -246,10 +246,15 @@ def luminance(frames_rgb: torch.Tensor) -> torch.Tensor:
 def _select(choose: torch.Tensor, chosen, otherwise: torch.Tensor) -> torch.Tensor:
     """`chosen` where `choose` (float, 0 or 1) is 1, else `otherwise`: exact for finite values.
 
-    Arithmetic rather than torch.where, which is 10-20 times slower on a CPU
-    (1.5-2.4 ms against 0.1-0.2 ms for a 480x640 plane, one thread).
+    torch.lerp, which returns its ends exactly, rather than torch.where, which
+    is 10-20 times slower on a CPU (0.03 against 0.34 ms a 240x320 plane, one
+    thread; the product-and-sum form this replaced took 0.09 ms).
     """
-    return otherwise * (1.0 - choose) + chosen * choose
+    if not isinstance(otherwise, torch.Tensor):
+        otherwise = torch.full_like(choose, otherwise)
+    if not isinstance(chosen, torch.Tensor):
+        chosen = torch.full_like(otherwise, chosen)
+    return torch.lerp(otherwise, chosen, choose)
 
 
 _FAR_ABOVE = 1e30
@@ -266,11 +271,13 @@ def _second_peak(relative: list[torch.Tensor], peak: torch.Tensor) -> torch.Tens
     count = len(relative)
     rise = torch.zeros_like(relative[0])
     for direction in (range(count), range(count - 1, -1, -1)):
+        # Before the peak `lowest` stays _FAR_ABOVE (relative values are at most 1), so the rise there is
+        # far below 0 and changes nothing: no selection needed (6 operations a frame instead of 9).
         lowest = torch.full_like(relative[0], _FAR_ABOVE)
         for index in direction:
-            beyond_peak = ((peak <= index) if direction.step > 0 else (peak >= index)).to(peak.dtype)
-            lowest = _select(beyond_peak, torch.minimum(lowest, relative[index]), lowest)
-            rise = torch.maximum(rise, (relative[index] - lowest) * beyond_peak)
+            before_peak = (peak > index) if direction.step > 0 else (peak < index)
+            lowest = torch.minimum(lowest, torch.mul(before_peak, _FAR_ABOVE).add_(relative[index]))
+            rise = torch.maximum(rise, relative[index] - lowest)
     return rise
 
 
