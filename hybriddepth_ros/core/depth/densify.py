@@ -190,6 +190,7 @@ def joint_upsample(coarse: torch.Tensor, coarse_luma: torch.Tensor, fine_luma: t
     values, rows, cols = coarse.shape
     padded = F.pad(torch.cat([coarse, coarse_luma[None]])[None], (1, 1, 1, 1), mode="replicate")[0]
     scale = -1.0 / (2.0 * sigma**2)
+    log_bilinear = {weight: torch.tensor(math.log(weight), device=coarse.device) for weight in (9 / 16, 3 / 16, 1 / 16)}
     result = coarse.new_empty(values, 2 * rows, 2 * cols)
     for row_parity in (0, 1):
         for col_parity in (0, 1):
@@ -204,7 +205,7 @@ def joint_upsample(coarse: torch.Tensor, coarse_luma: torch.Tensor, fine_luma: t
                 # bilinear * (exp(scale d^2) + 1e-6) as exp(scale d^2 + log bilinear) + 1e-6 bilinear: fewer
                 # passes. Clamped where exp underflows (below -87): float exp is 15 times slower there (this
                 # CPU), and the 1e-6 added outweighs anything smaller anyway.
-                weight = torch.addcmul(_LOG_BILINEAR[bilinear], difference, difference, value=scale)
+                weight = torch.addcmul(log_bilinear[bilinear], difference, difference, value=scale)
                 weight.clamp_(min=EXP_FLOOR).exp_().add_(1e-6 * bilinear)
                 if total is None:
                     total, norm = neighbour[:values] * weight, weight
@@ -229,7 +230,6 @@ EXP_FLOOR = -80.0
 long (0.8-1.8 ms against 0.11 ms for a 240x320 plane, one thread, this CPU). A guard for scenes of
 strong contrast: on the Pixel stack and a simulated one 0.05-0.07 % of the upsampling's exponents
 underflow, and the densify stage times the same either way."""
-_LOG_BILINEAR = {weight: torch.tensor(math.log(weight)) for weight in (9 / 16, 3 / 16, 1 / 16)}
 UPSAMPLE_SIGMA_FRACTION = 0.5
 """Joint upsampling compares luminance only, so it separates edges more sharply (sigma / 2) than the solve, which compares colour."""
 
