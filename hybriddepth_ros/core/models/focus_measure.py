@@ -219,6 +219,25 @@ def box_mean(planes: torch.Tensor, window_px: int) -> torch.Tensor:
     return total / (window_px * window_px)
 
 
+def box_max(planes: torch.Tensor, window_px: int) -> torch.Tensor:
+    """Maximum over a `window_px` square (odd) around each pixel of (N, H, W) planes, edges replicated.
+
+    OpenCV's dilation on the CPU (0.17 ms a 240x320 plane at 21 px; torch's
+    max_pool2d took 36 ms, or 10 ms as two 1-D passes, which the other devices use).
+    """
+    half = window_px // 2
+    if half == 0:
+        return planes
+    if opencv_applies(planes):
+        result = torch.empty(planes.shape, dtype=planes.dtype)
+        kernel = np.ones((window_px, window_px), dtype=np.uint8)
+        for plane, out in zip(planes.contiguous().numpy(), result.numpy()):
+            cv2.dilate(plane, kernel, dst=out, borderType=cv2.BORDER_REPLICATE)
+        return result
+    rows = F.max_pool2d(planes[:, None], (1, window_px), stride=1, padding=(0, half))
+    return F.max_pool2d(rows, (window_px, 1), stride=1, padding=(half, 0))[:, 0]
+
+
 _SECOND_DIFFERENCE = np.array([[1.0, -2.0, 1.0]], dtype=np.float32)
 
 
