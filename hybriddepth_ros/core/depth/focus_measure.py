@@ -86,17 +86,18 @@ without -> with, 5 and 10 frames: sim 0.0884 -> 0.0819 and 0.0618 -> 0.0548, NYU
 0.8-6 m 0.1398 -> 0.1242. The shared Pixel stack: 0.6 % of its pixels move by more than 2 %."""
 FRONT_EDGE_REACH_PX = 21
 """Side of the square (pixels of the fill's grid: the dense path's half size) in which front_edge_pixels
-looks for textured anchors. 11, 21, 41 px (without the confidence floor): seeds 1000-1019, 5 frames,
-sim 0.074, 0.066, 0.067 and nyu_far 0.103, 0.102, 0.100."""
+looks for textured anchors. 11, 21, 41 px in a first form (against the textured anchors' mean, no
+confidence floor): seeds 1000-1019, 5 frames, sim 0.074, 0.066, 0.067 and nyu_far 0.103, 0.102, 0.100."""
 FRONT_EDGE_MARGIN = 0.15
 """How much nearer (relative, in diopters) than the nearest textured anchor around a flat pixel's peak
-must be. 0.05, 0.15, 0.3 scored within 0.001 of each other on the seeds above."""
+must be. 0.05, 0.15, 0.3 scored within 0.001 of each other on the seeds above (that first form)."""
 FRONT_EDGE_MIN_CONFIDENCE = 0.15
 """A flat pixel's own peak confidence needed: an edge in its window, not noise. Without the floor,
-noise peaks inside flat areas anchored too: the Pixel stack's blank wall came 3 % nearer over 38 % of
-the image (0.05: the same), and simulated scores gained from it only because their flat objects are
-near (sim 0.067). 0.1, 0.15, 0.3: sim 0.079, 0.082, 0.085, nyu_far 0.108, 0.110, 0.115; Pixel stack
-pixels moved more than 2 %: 4.4 %, 0.6 %, 0.3 %."""
+noise peaks inside flat areas anchored too: the Pixel stack's blank wall came about 3 % nearer, 43 %
+of its pixels moving by more than 2 % (38 % with a floor of 0.05), and the simulated scores gained more
+(sim 0.067, nyu_far 0.103) only because their flat objects are near. Floors of 0.1, 0.15, 0.3: sim
+0.079, 0.082, 0.085, nyu_far 0.108, 0.110, 0.115; Pixel stack pixels moved by more than 2 %: 4.4 %,
+0.6 %, 0.3 % (before the occluder_peak exclusion in FocusMeasureBackend._fill)."""
 FRONT_EDGE_MIN_TEXTURED_SHARE = 0.05
 """Share of textured anchors in the square below which a flat pixel has nothing to be in front of."""
 DEFAULT_COARSE_BAND_WEIGHT = 0.0
