@@ -283,7 +283,8 @@ class _Operator:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.apply_views(_NeighbourViews(x), torch.empty_like(x))
 
-    def apply_views(self, x: "_NeighbourViews", out: torch.Tensor, out_views: "_NeighbourViews | None" = None) -> torch.Tensor:
+    def apply_views(self, x: "_NeighbourViews", out: torch.Tensor,
+                    out_views: "_NeighbourViews | None" = None) -> torch.Tensor:
         """A x into `out`, from views made once (slicing is a dispatch of its own, as costly as the
         arithmetic on the coarsest levels: the coarsest solve's 30 iterations took 4.1 ms with them)."""
         out_views = out_views or _NeighbourViews(out)

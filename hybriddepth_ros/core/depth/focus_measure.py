@@ -22,13 +22,13 @@ from ..models.focus_measure import (
     FocusMeasureDFF,
     RelativeBlur,
     VertexPairs,
-    opencv_applies,
     box_max,
     box_mean,
     defocus_blended_depth,
     end_defocus_depth,
     modified_laplacian,
     occluder_peak_curves,
+    opencv_applies,
 )
 from ..stack.focal_stack import FocalStack
 from .base import DepthBackend, DepthResult
@@ -76,8 +76,9 @@ around it. Dense AbsRel for 0.8, 0.6, 0.4 (without: in brackets): seeds 1000-101
 0.119, 0.140 (0.149) and nyu_far 0.125, 0.128, 0.131 (0.135); `make demo`'s 10-frame checkered scene
 0.0521, 0.0500, 0.0482 (0.0476)."""
 INDIRECT_ANCHOR_CONFIDENCE_SCALE = 0.5
-"""Published confidence of indirect anchors (end-of-sweep pixels, and occluder_peak's and front_edge's flat pixels) relative
-to a measurement's: the true depth may lie beyond the sweep, and a flat pixel reads its edge's depth, not its own."""
+"""Published confidence of indirect anchors (end-of-sweep pixels, and occluder_peak's and front_edge's flat
+pixels) relative to a measurement's: the true depth may lie beyond the sweep, and a flat pixel reads its
+edge's depth, not its own."""
 DEFAULT_FRONT_EDGE = True
 """In the dense path, a flat pixel whose focus peak is nearer than every textured anchor around it anchors
 the fill at that depth (front_edge_pixels). Seeds 1000-1019 (tools/evaluate_weight_free.py), dense AbsRel

@@ -39,8 +39,9 @@ def test_a_flat_pixel_reading_the_textured_surfaces_depth_or_noise_is_not_taken(
     as_far = front_edge_pixels(torch.full_like(anchor_depth_m, 2.0), torch.full_like(anchor_depth_m, 0.3),
                                anchor_depth_m, anchor_confidence, flat, SEED_CONFIDENCE)
     assert not as_far.any(), "reads the textured surface's own depth: its edge, or a wall behind it"
-    weak = front_edge_pixels(torch.where(flat, 0.5, 2.0), torch.full_like(anchor_depth_m, 0.9 * FRONT_EDGE_MIN_CONFIDENCE),
-                             anchor_depth_m, anchor_confidence, flat, SEED_CONFIDENCE)
+    weak_confidence = torch.full_like(anchor_depth_m, 0.9 * FRONT_EDGE_MIN_CONFIDENCE)
+    weak = front_edge_pixels(torch.where(flat, 0.5, 2.0), weak_confidence, anchor_depth_m, anchor_confidence, flat,
+                             SEED_CONFIDENCE)
     assert not weak.any(), "a peak this weak is noise"
     one_near_anchor = anchor_depth_m.clone()
     one_near_anchor[20, 25] = 0.4  # a textured anchor nearer than the flat pixels' 0.5 m within reach
