@@ -495,8 +495,9 @@ seeds 1000-1009, for 0.025, 0.05, 0.15 (the peak alone): 5-frame simulated 0.031
 
 
 def defocus_blended_depth(fit: PeakFit, pairs: VertexPairs, blur: RelativeBlur, diopters: torch.Tensor,
-                          peak_error: float = PEAK_ERROR_PER_STEP_CUBED) -> torch.Tensor:
-    """PeakFit.depth_m with each vertex averaged with its depth from relative blur, by inverse variance.
+                          peak_error: float = PEAK_ERROR_PER_STEP_CUBED) -> tuple[torch.Tensor, torch.Tensor]:
+    """PeakFit.depth_m with each vertex averaged with its depth from relative blur, by inverse variance, and
+    that average's standard error in diopters (NaN where the vertex has no pair: depth_m is kept there).
 
     The pair is the peak frame and the frame on the vertex's side; relative blur
     gives d = s / 2 - v / (2 c s) from the peak frame (RelativeBlur), with the
@@ -512,7 +513,9 @@ def defocus_blended_depth(fit: PeakFit, pairs: VertexPairs, blur: RelativeBlur, 
     blended = (peak_weight * pairs.near_d + blur_weight * from_blur) / (peak_weight + blur_weight)
     peak_x = diopters.take(fit.peak_index.clamp(0, diopters.shape[0] - 1))
     depth_m = 1.0 / (peak_x + pairs.direction * blended)
-    return torch.where(torch.isfinite(pairs.step) & torch.isfinite(depth_m), depth_m, fit.depth_m)
+    blended_here = torch.isfinite(pairs.step) & torch.isfinite(depth_m)
+    error_d = torch.where(blended_here, (peak_weight + blur_weight).rsqrt(), torch.nan)
+    return torch.where(blended_here, depth_m, fit.depth_m), error_d
 
 
 def end_defocus_depth(fit: PeakFit, blur: RelativeBlur, diopters: torch.Tensor) -> torch.Tensor:

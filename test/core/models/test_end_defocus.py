@@ -137,11 +137,39 @@ def test_blending_relative_blur_brings_measured_planes_nearer_their_depth():
     luma, diopters, fit = _peak_fit(stack)
     pairs = VertexPairs.of(fit, diopters)
     blur = RelativeBlur.calibrate(fit, pairs, luma, min_confidence=0.5)
-    blended = defocus_blended_depth(fit, pairs, blur, diopters)
+    blended, error_d = defocus_blended_depth(fit, pairs, blur, diopters)
     np.testing.assert_array_equal(torch.isfinite(blended).numpy(), torch.isfinite(fit.depth_m).numpy())
+    errors, expected_errors = [], []
     for columns, true_m in ((slice(8, WIDTH // 2 - 8), 0.45), (slice(WIDTH // 2 + 8, WIDTH - 8), NEAR_PLANE_M)):
         peak_error = float((fit.depth_m[8:-8, columns] / true_m - 1).abs().median())
         blended_error = float((blended[8:-8, columns] / true_m - 1).abs().median())
         # measured: 0.45 m 0.024 -> 0.014, 1.25 m 0.091 -> 0.018
         assert blended_error < 0.03, (true_m, blended_error)
         assert blended_error < 0.7 * peak_error, (true_m, blended_error, peak_error)
+        assert torch.isfinite(error_d[8:-8, columns]).float().mean() > 0.9
+        errors.append(blended_error)
+        # The blend's standard error as a relative depth error (diopters x metres): what confidence uses.
+        expected_errors.append(float((error_d[8:-8, columns] * true_m).nanmedian()))
+    # measured 0.002 and 0.011 against errors of 0.014 and 0.018: an underestimate, but in the right order
+    assert expected_errors[1] > 2 * expected_errors[0] and errors[1] > errors[0], (expected_errors, errors)
+
+
+def test_measured_confidence_falls_with_the_blends_expected_error(monkeypatch):
+    """The 1.25 m plane's blend has the larger expected error (a wider step): its measured pixels lose
+    more confidence than the 0.45 m plane's, which ranks them below."""
+    from hybriddepth_ros.core.depth import focus_measure as backend_module
+
+    depth_m = np.full((HEIGHT, WIDTH), 0.45, dtype=np.float32)
+    depth_m[:, WIDTH // 2:] = NEAR_PLANE_M
+    stack = _render(depth_m)
+    halves = (slice(8, WIDTH // 2 - 8), slice(WIDTH // 2 + 8, WIDTH - 8))
+
+    def measured_confidence(result):
+        return [float(np.median(result.confidence[8:-8, columns][result.measured[8:-8, columns]])) for columns in halves]
+
+    with_error = measured_confidence(FocusMeasureBackend(device="cpu").estimate(stack))
+    monkeypatch.setattr(backend_module, "EXPECTED_ERROR_SCALE", float("inf"))
+    without = FocusMeasureBackend(device="cpu").estimate(stack)
+    without_error = measured_confidence(without)
+    # measured: 0.72 and 0.55 with it, 0.73 and 0.82 without
+    assert with_error[1] / with_error[0] < 0.8 * without_error[1] / without_error[0], (with_error, without_error)
