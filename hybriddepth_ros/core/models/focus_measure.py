@@ -185,12 +185,11 @@ class PeakFit:
 def modified_laplacian(luma: torch.Tensor) -> torch.Tensor:
     """(N, H, W) |d2/dx2| + |d2/dy2| of (N, H, W) planes, edges replicated."""
     if opencv_applies(luma):
-        result = torch.empty(luma.shape, dtype=luma.dtype)
-        for plane, out in zip(luma.contiguous().numpy(), result.numpy()):
+        def modified_laplacian_into(plane: np.ndarray, out: np.ndarray) -> None:
             cv2.filter2D(plane, -1, _SECOND_DIFFERENCE, dst=out, borderType=cv2.BORDER_REPLICATE)
             np.abs(out, out=out)
             out += np.abs(cv2.filter2D(plane, -1, _SECOND_DIFFERENCE.T, borderType=cv2.BORDER_REPLICATE))
-        return result
+        return _opencv_per_plane(luma, modified_laplacian_into)
     padded = F.pad(luma[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
     twice = 2 * padded[:, 1:-1, 1:-1]
     result = (twice - padded[:, 1:-1, :-2] - padded[:, 1:-1, 2:]).abs()
@@ -204,10 +203,8 @@ def box_mean(planes: torch.Tensor, window_px: int) -> torch.Tensor:
     if half == 0:
         return planes
     if opencv_applies(planes):
-        result = torch.empty(planes.shape, dtype=planes.dtype)
-        for plane, out in zip(planes.contiguous().numpy(), result.numpy()):
-            cv2.blur(plane, (window_px, window_px), dst=out, borderType=cv2.BORDER_REPLICATE)
-        return result
+        return _opencv_per_plane(planes, lambda plane, out: cv2.blur(
+            plane, (window_px, window_px), dst=out, borderType=cv2.BORDER_REPLICATE))
     height, width = planes.shape[-2:]
     padded = F.pad(planes[:, None], (half,) * 4, mode="replicate")[:, 0]
     rows = padded[..., :width].clone()
@@ -229,11 +226,9 @@ def box_max(planes: torch.Tensor, window_px: int) -> torch.Tensor:
     if half == 0:
         return planes
     if opencv_applies(planes):
-        result = torch.empty(planes.shape, dtype=planes.dtype)
         kernel = np.ones((window_px, window_px), dtype=np.uint8)
-        for plane, out in zip(planes.contiguous().numpy(), result.numpy()):
-            cv2.dilate(plane, kernel, dst=out, borderType=cv2.BORDER_REPLICATE)
-        return result
+        return _opencv_per_plane(planes, lambda plane, out: cv2.dilate(
+            plane, kernel, dst=out, borderType=cv2.BORDER_REPLICATE))
     rows = F.max_pool2d(planes[:, None], (1, window_px), stride=1, padding=(0, half))
     return F.max_pool2d(rows, (window_px, 1), stride=1, padding=(half, 0))[:, 0]
 
@@ -254,6 +249,14 @@ def opencv_applies(planes: torch.Tensor) -> bool:
 
 FORCE_TORCH_FILTERS = False
 """True: the filters use torch on the CPU too (tests compare the two paths)."""
+
+
+def _opencv_per_plane(planes: torch.Tensor, apply) -> torch.Tensor:
+    """A new (N, H, W) CPU tensor filled plane by plane by `apply(plane, out)` (numpy views, OpenCV's `dst`)."""
+    result = torch.empty(planes.shape, dtype=planes.dtype)
+    for plane, out in zip(planes.contiguous().numpy(), result.numpy()):
+        apply(plane, out)
+    return result
 
 
 def luminance(frames_rgb: torch.Tensor) -> torch.Tensor:

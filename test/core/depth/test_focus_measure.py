@@ -195,17 +195,17 @@ def test_dense_default_fills_the_simulated_scene():
 
 @pytest.mark.parametrize("window_px", [3, 5, 9])
 def test_opencv_filters_match_the_torch_filters(window_px, monkeypatch):
-    """On the CPU box_mean, modified_laplacian and the half-size planes run in OpenCV; on other devices
-    in torch. Both must give the same numbers (odd sizes, replicated edges) and the same depth."""
+    """On the CPU box_mean, box_max, modified_laplacian and the half-size planes run in OpenCV; on other
+    devices in torch. Both must give the same numbers (odd sizes, replicated edges) and the same depth."""
     planes = torch.rand(4, 37, 53, generator=torch.Generator().manual_seed(window_px))
     frames = (torch.rand(3, 37, 53, 3, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
     assert focus_models.opencv_applies(planes)
-    fast = (focus_models.box_mean(planes, window_px), focus_models.modified_laplacian(planes),
-            *focus_backend._half_size_planes(frames))
+    fast = (focus_models.box_mean(planes, window_px), focus_models.box_max(planes, window_px),
+            focus_models.modified_laplacian(planes), *focus_backend._half_size_planes(frames))
     monkeypatch.setattr(focus_models, "FORCE_TORCH_FILTERS", True)
     assert not focus_models.opencv_applies(planes)
-    reference = (focus_models.box_mean(planes, window_px), focus_models.modified_laplacian(planes),
-                 *focus_backend._half_size_planes(frames))
+    reference = (focus_models.box_mean(planes, window_px), focus_models.box_max(planes, window_px),
+                 focus_models.modified_laplacian(planes), *focus_backend._half_size_planes(frames))
     for got, expected in zip(fast, reference):
         assert got.shape == expected.shape
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
