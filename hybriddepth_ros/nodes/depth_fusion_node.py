@@ -135,8 +135,9 @@ FUSION_PARAMETERS = (
                   "curve has two peaks (next to an occlusion edge) takes the nearer, the occluding edge's, and "
                   "anchors the propagation; false: the higher peak, and flat pixels do not anchor."),
     ParameterSpec("focus_measure.front_edge", DEFAULT_FRONT_EDGE, "Weight-free DFF: a flat pixel whose focus "
-                  "peak (an edge in its window) is nearer than every textured measurement around it reads its "
-                  "own surface's outline (a flat object in front) and anchors the propagation; false: it does not."),
+                  "peak (an edge in its window; without one, the near peak of the occlusion rims around it) is nearer "
+                  "than every textured measurement around it reads its own surface's outline (a flat object in "
+                  "front) and anchors the propagation; false: it does not."),
     ParameterSpec("focus_measure.coarse_band_weight", DEFAULT_COARSE_BAND_WEIGHT, "Weight-free DFF: weight of a "
                   "coarser focus band (1.0 suits the NYU protocol's Gaussian blur).", low=0.0, high=10.0),
     ParameterSpec("min_depth_m", DEFAULT_MIN_DEPTH_M, "Depth below this is published as NaN, metres.",
