@@ -251,11 +251,11 @@ class FocusMeasureBackend(DepthBackend):
         fit_focus, occluder, rim_near_m = focus, None, None
         if self.occluder_peak:
             flat = own_texture_share(fine.amax(0), half_window_px) < OCCLUDER_FLAT_SHARE
-            # Every curve cut after its nearest peak: flat pixels fit the cut curve (occluder_peak), and
-            # front_edge takes the near peak of the textured ones with two, an occlusion rim's.
-            cut, two_peaks = occluder_peak_curves(focus, torch.ones_like(flat))
+            # Two-peaked flat pixels fit the cut curve (occluder_peak); front_edge takes the near peak of
+            # the two-peaked textured ones, an occlusion rim's.
+            cut, two_peaks = occluder_peak_curves(focus)
             occluder = two_peaks & flat
-            fit_focus = torch.where(flat, cut, focus)  # cut is the curve itself where it has one peak
+            fit_focus = torch.where(occluder, cut, focus)
             if self.front_edge:
                 rim_near_m = occlusion_rim_depth(self.dff, cut, two_peaks & ~flat, diopters)
         fit = self.dff.peak_fit(fit_focus, diopters)

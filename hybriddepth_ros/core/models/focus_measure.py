@@ -320,10 +320,10 @@ flat share 0.8, dense AbsRel sim / nyu_far: any rise 0.1076 / 0.1075, 0.2 0.1078
 
 
 def occluder_peak_curves(
-    focus: torch.Tensor, flat: torch.Tensor, min_relative: float = OCCLUDER_MIN_RELATIVE,
-    min_rise: float = OCCLUDER_MIN_RISE,
+    focus: torch.Tensor, min_relative: float = OCCLUDER_MIN_RELATIVE, min_rise: float = OCCLUDER_MIN_RISE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, H, W) focus curves with a flat pixel's curve cut after its nearest peak, and the (H, W) pixels cut.
+    """(N, H, W) focus curves cut after the valley that follows their nearest peak, and the (H, W) pixels
+    whose curve has a second peak beyond that valley.
 
     A flat pixel next to an occlusion edge has two peaks: the edge, sharp where
     the occluder (the nearer surface, whose silhouette the edge is) is in focus,
@@ -331,13 +331,15 @@ def occluder_peak_curves(
     blurred rim. The window's texture peak is often the higher one, and the
     fill then gives a flat foreground object the background's depth (5-frame
     simulated stacks, seeds 1000-1019: flat objects' pixels had AbsRel 1.54,
-    0.065 of the dense mean 0.149). For `flat` pixels (bool (H, W): little
-    texture of their own) the curve beyond the valley that follows its nearest peak (a local maximum
-    of at least `min_relative` of the highest) is lowered to that valley, so the
-    peak fit reads the occluder's depth as a single peak, where the curve rises
-    again after that valley by at least `min_rise` of its highest value (the
-    second peak; smaller rises are noise). Frames are ordered near to far.
-    Other curves are unchanged.
+    0.065 of the dense mean 0.149). Each curve beyond the valley that follows
+    its nearest peak (a local maximum of at least `min_relative` of the highest)
+    is lowered to that valley, so that a peak fit of the cut curve reads the
+    occluder's depth as a single peak. A curve has two peaks where it rises
+    again after that valley by at least `min_rise` of its highest value
+    (smaller rises are noise). Frames are ordered near to far. The cut means
+    something only where there are two peaks; the caller chooses the pixels
+    that fit it (flat ones: occluder_peak; textured ones read an occlusion rim's
+    near peak, core.depth.focus_measure.occlusion_rim_depth).
     """
     count = focus.shape[0]
     frames = focus.unbind(0)
@@ -353,15 +355,13 @@ def occluder_peak_curves(
         if index < count - 1:
             margin = torch.minimum(margin, frames[index] - frames[index + 1])
         nearest = _select((margin >= 0).to(dtype), float(index), nearest)
-    nearest = _select(flat.to(dtype), nearest, float(count))  # pixels that are not flat keep their curve
     valley = torch.full_like(frames[0], _FAR_ABOVE)
     cut = torch.empty_like(focus)
     for index in range(count):
         valley = torch.minimum(valley, frames[index] + (nearest >= index).to(dtype) * _FAR_ABOVE)
         torch.minimum(frames[index], valley, out=cut[index])
     rise = (focus - cut).amax(0)
-    two_peaks = (rise > 0) & (rise >= min_rise * highest)
-    return torch.where(two_peaks, cut, focus), two_peaks
+    return cut, (rise > 0) & (rise >= min_rise * highest)
 
 
 def _parabola_vertex(x0, y0, x1, y1, x2, y2) -> torch.Tensor:

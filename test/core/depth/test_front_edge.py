@@ -117,7 +117,7 @@ DIOPTERS = torch.tensor([1 / 0.3, 2.55, 1.77, 0.98, 0.2])
 
 def _rim_near_m(curve):
     focus = torch.tensor(curve, dtype=torch.float32)[:, None, None]
-    cut, two_peaks = occluder_peak_curves(focus, torch.ones(1, 1, dtype=torch.bool))
+    cut, two_peaks = occluder_peak_curves(focus)
     return float(occlusion_rim_depth(FocusMeasureDFF(), cut, two_peaks, DIOPTERS)[0, 0])
 
 
