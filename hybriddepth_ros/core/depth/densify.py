@@ -129,8 +129,9 @@ def densify(
             solution = _conjugate_gradients(operator, level.numerator, solution, iterations)
 
     # Conjugate-gradient iterates can overshoot; the exact solution lies within the anchors' range.
-    anchors = inverse_depth[measured]
-    filled_inverse = solution[0].clamp(min=float(anchors.min()), max=float(anchors.max()))
+    # (Unmeasured pixels hold 0 in inverse_depth, below every anchor; no boolean indexing, which syncs.)
+    lowest, highest = torch.where(measured, inverse_depth, torch.inf).min(), inverse_depth.max()
+    filled_inverse = solution[0].clamp(min=lowest, max=highest)
     filled_depth = torch.where(measured, depth_m, 1.0 / filled_inverse)
     # A measurement its edge-aware neighbourhood disagrees with is likely an outlier (noise, an
     # edge's halo): its confidence falls with the relative gap to the smooth solution.
@@ -232,13 +233,6 @@ strong contrast: on the Pixel stack and a simulated one 0.05-0.07 % of the upsam
 underflow, and the densify stage times the same either way."""
 UPSAMPLE_SIGMA_FRACTION = 0.5
 """Joint upsampling compares luminance only, so it separates edges more sharply (sigma / 2) than the solve, which compares colour."""
-
-
-def repeat_twice(planes: torch.Tensor, dim: int) -> torch.Tensor:
-    """Each entry repeated twice along `dim` (1 or 2 of a 3-D tensor); faster than repeat_interleave on a CPU."""
-    shape = list(planes.shape)
-    shape[dim] *= 2
-    return planes.unsqueeze(dim + 1).expand(*planes.shape[: dim + 1], 2, *planes.shape[dim + 1:]).reshape(shape)
 
 
 def _coarse_couplings(horizontal: torch.Tensor, vertical: torch.Tensor, height: int, width: int):

@@ -42,7 +42,6 @@ from .densify import (
     densify,
     joint_upsample,
     luminance,
-    repeat_twice,
     sum_pool_2x2,
 )
 from .device import resolve_device
@@ -296,12 +295,11 @@ class FocusMeasureBackend(DepthBackend):
             diagnostics["measured_fraction"] = float((measured & half_valid).sum()) / max(int(half_valid.sum()), 1)
         filled = joint_upsample(torch.nan_to_num(1.0 / depth_m, nan=0.0)[None], luminance(half_guide), full_luma,
                                 self.densify_params.guide_sigma * UPSAMPLE_SIGMA_FRACTION)
-        depth_m = 1.0 / filled[0].clamp(min=1e-6)
+        depth_m = filled[0].clamp_(min=1e-6).reciprocal_()
         # Confidence varies smoothly but for measured islands: bilinear is enough (and a third of the cost).
         confidence = F.interpolate(confidence[None, None], scale_factor=2, mode="bilinear", align_corners=False)[0]
         confidence = _replicate_to(confidence, height, width)[0].clamp(0.0, 1.0)
-        measured = repeat_twice(repeat_twice(measured[None], 1), 2)
-        measured = _replicate_to(measured.float(), height, width)[0] > 0.5
+        measured = _blocks_to_pixels(measured, height, width)
         if "note" in diagnostics:  # no anchor: no depth
             depth_m = torch.full_like(depth_m, torch.nan)
         if valid is not None:
@@ -371,8 +369,8 @@ class FocusMeasureBackend(DepthBackend):
         if self.min_confidence > 0:
             depth_m = torch.where(confidence >= self.min_confidence, depth_m, torch.nan)
         confidence = torch.where(torch.isnan(depth_m), 0.0, confidence)
-        depth_np = depth_m.cpu().numpy().astype(np.float32)
-        confidence_np = confidence.cpu().numpy().astype(np.float32)
+        depth_np = depth_m.cpu().numpy().astype(np.float32, copy=False)
+        confidence_np = confidence.cpu().numpy().astype(np.float32, copy=False)
         measured_np = (measured & torch.isfinite(depth_m)).cpu().numpy()
         return DepthResult(depth_np, confidence_np, timings_s, diagnostics, measured_np)
 
@@ -557,6 +555,15 @@ def _half_size_planes(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
         torch.div(sum_pool_2x2(plane), 4.0, out=half_luma[index])
         torch.div(sum_pool_2x2(modified_laplacian(plane[None])[0]), 4.0, out=fine[index])
     return luma, half_luma, fine
+
+
+def _blocks_to_pixels(blocks: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(height, width) bool, each 2x2 block of pixels its (h, w) bool block's value; odd edges replicated."""
+    rows, cols = blocks.shape
+    pixels = blocks[:, None, :, None].expand(rows, 2, cols, 2).reshape(2 * rows, 2 * cols)
+    if (2 * rows, 2 * cols) == (height, width):
+        return pixels
+    return _replicate_to(pixels[None].float(), height, width)[0] > 0.5  # replicate padding takes no bool
 
 
 def _replicate_to(planes: torch.Tensor, height: int, width: int) -> torch.Tensor:

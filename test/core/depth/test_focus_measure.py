@@ -224,3 +224,15 @@ def test_box_cox_shortcut_for_the_default_exponent_is_the_transform():
     values = torch.linspace(1e-3, 1.0, 1001)
     transformed = FocusMeasureBackend(device="cpu").dff._box_cox(values)
     torch.testing.assert_close(transformed, (values.clamp(min=1e-6) ** -3.0 - 1.0) / -3.0, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("height, width", [(10, 14), (11, 14), (10, 15), (11, 15)])
+def test_measured_blocks_cover_their_pixels_with_odd_edges_replicated(height, width):
+    """The dense path's `measured` flags at full size: each half-size block's flag on its 2x2 pixels,
+    the last row or column of an odd size copying the one before it."""
+    blocks = torch.rand(5, 7, generator=torch.Generator().manual_seed(height * width)) > 0.5
+    pixels = focus_backend._blocks_to_pixels(blocks, height, width)
+    assert pixels.shape == (height, width) and pixels.dtype == torch.bool
+    rows = torch.arange(height).div(2, rounding_mode="floor").clamp(max=4)
+    cols = torch.arange(width).div(2, rounding_mode="floor").clamp(max=6)
+    assert torch.equal(pixels, blocks[rows][:, cols])
