@@ -80,14 +80,15 @@ HEIGHT, WIDTH = 96, 128
 DISC_M, BACKGROUND_M = 0.45, 3.0
 
 
-def _disc_stack(flat_disc: bool, disc_m: float = DISC_M, grey: int = 230):
-    """A disc at `disc_m` in front of a plane at 3 m, one of them flat grey, the other textured."""
+def _disc_stack(flat_disc: bool, disc_m: float = DISC_M, grey: int = 230, sweep_m: tuple = (0.3, 5.0)):
+    """A disc at `disc_m` in front of a plane at 3 m, one of them flat grey, the other textured; 5 frames
+    diopter-even over `sweep_m`."""
     rgb = make_scene(3, HEIGHT, WIDTH, num_objects=0, num_textureless=0).rgb.copy()
     rows, cols = np.mgrid[:HEIGHT, :WIDTH]
     disc = (rows - HEIGHT / 2) ** 2 + (cols - WIDTH / 2) ** 2 < (0.3 * HEIGHT) ** 2
     rgb[disc if flat_disc else ~disc] = (grey, grey, grey)
     depth_m = np.where(disc, disc_m, BACKGROUND_M).astype(np.float32)
-    focus_m = diopter_sweep(0.3, 5.0, 5)
+    focus_m = diopter_sweep(*sweep_m, 5)
     frames = render_focal_stack(rgb, depth_m, focus_m, DEFAULT_SIMULATED_LENS, noise_std=1.0, seed=0)
     intrinsics = CameraIntrinsics.from_lens(DEFAULT_SIMULATED_LENS, WIDTH, HEIGHT)
     return FocalStack(frames, np.asarray(focus_m), intrinsics).validate(), disc
@@ -121,10 +122,12 @@ def _rim_near_m(curve):
     return float(occlusion_rim_depth(FocusMeasureDFF(), cut, two_peaks, DIOPTERS)[0, 0])
 
 
-def test_an_occlusion_rim_gives_the_depth_of_its_near_peak_only_when_that_is_a_real_interior_peak():
+def test_an_occlusion_rim_gives_the_depth_of_its_near_peak_only_when_that_is_a_real_peak():
     near_m = _rim_near_m([0.2, 0.6, 0.3, 0.5, 1.0])  # the edge at frame 1, the farther texture higher at frame 4
     assert 1 / 2.9 < near_m < 1 / 2.2, near_m  # near frame 1 (0.39 m), not the curve's highest (5 m)
-    assert np.isnan(_rim_near_m([1.0, 0.4, 0.3, 0.8, 0.5])), "a near peak at the sweep's end is a bound"
+    at_first_m = _rim_near_m([1.0, 0.4, 0.3, 0.8, 0.5])  # a clear edge at the sweep's first frame: a bound
+    assert 0.3 <= at_first_m <= 1 / ((1 / 0.3 + 2.55) / 2), at_first_m  # between frame 0 and the midpoint to frame 1
+    assert np.isnan(_rim_near_m([0.5, 0.45, 0.44, 0.9, 1.0])), "a weak first-frame peak: noise on a rising curve"
     assert np.isnan(_rim_near_m([0.47, 0.57, 0.55, 0.92, 1.0])), "a noise bump on a rising curve"
     assert np.isnan(_rim_near_m([0.2, 0.5, 1.0, 0.5, 0.2])), "one peak: not a rim"
 
@@ -153,3 +156,24 @@ def test_a_flat_disc_whose_rim_shows_the_background_through_its_blur_gets_its_ow
     error = np.median(np.abs(with_rims.depth_m[disc] - 0.4)) / 0.4
     old_error = np.median(np.abs(without.depth_m[disc] - 0.4)) / 0.4
     assert error < 0.05 and error < 0.5 * old_error, (error, old_error)  # measured 0.028 against 0.110
+
+
+def test_a_flat_disc_at_the_sweeps_first_frame_gets_its_depth_from_the_rims_first_frame_peak(monkeypatch):
+    """A sweep over the scene's own range (0.4-3 m): a flat disc at its start has its outline sharpest in
+    the first frame, a bound, which the rims give only with RIM_FIRST_FRAME_MIN_CONFIDENCE."""
+    stack, disc = _disc_stack(flat_disc=True, disc_m=0.4, grey=200, sweep_m=(0.4, BACKGROUND_M))
+    with_first = FocusMeasureBackend(device="cpu").estimate(stack)
+    monkeypatch.setattr(focus_measure_backend, "RIM_FIRST_FRAME_MIN_CONFIDENCE", 2.0)  # first-frame rims off
+    without = FocusMeasureBackend(device="cpu").estimate(stack)
+    error = np.median(np.abs(with_first.depth_m[disc] - 0.4)) / 0.4
+    old_error = np.median(np.abs(without.depth_m[disc] - 0.4)) / 0.4
+    assert error < 0.1 and error < 0.5 * old_error, (error, old_error)  # measured 0.060 against 0.410
+
+
+def test_a_textured_disc_at_the_sweeps_first_frame_leaves_the_flat_plane_behind_it_alone(monkeypatch):
+    """Its rims peak at the first frame too, but the disc's own anchors are as near: front_edge takes nothing."""
+    stack, _ = _disc_stack(flat_disc=False, disc_m=0.4, sweep_m=(0.4, BACKGROUND_M))
+    with_first = FocusMeasureBackend(device="cpu").estimate(stack)
+    monkeypatch.setattr(focus_measure_backend, "RIM_FIRST_FRAME_MIN_CONFIDENCE", 2.0)
+    without = FocusMeasureBackend(device="cpu").estimate(stack)
+    np.testing.assert_array_equal(with_first.depth_m, without.depth_m)
