@@ -311,13 +311,42 @@ class FocusMeasureBackend(DepthBackend):
               relative_error=None, rim_near_m=None):
         """Densify the peak fit under `guide` (3, h, w) of the same size; returns depth, confidence, measured, diagnostics.
 
-        `occluder` (bool, (h, w), optional): flat pixels that read their occlusion edge's
-        depth (occluder_peak_curves); they anchor the fill although their own texture is low,
-        as do the front_edge_pixels (with front_edge on), at least at the seed confidence.
+        The anchors are chosen by `_anchors` (`occluder`, `rim_near_m`: see there).
         `relative_error` (optional, (h, w)): measured pixels' expected relative depth error
         (defocus_blended_depth's); their published confidence falls with it (EXPECTED_ERROR_SCALE).
-        `rim_near_m` (optional, (h, w)): occlusion_rim_depth's; with front_edge on, a flat pixel
+        """
+        anchor_depth_m, anchor_confidence, indirect = self._anchors(
+            guide, fit, depth_m, confidence, window_px, params, occluder, rim_near_m)
+        dense = densify(anchor_depth_m, anchor_confidence, guide, valid, params)
+        # Sharpest at an end of the sweep (a bound) or read from a nearby occlusion edge: anchors, but
+        # not measurements of the pixel itself.
+        indirect_anchor = dense.measured & indirect
+        measured = dense.measured & ~indirect
+        filled_confidence = torch.where(indirect_anchor, INDIRECT_ANCHOR_CONFIDENCE_SCALE * dense.confidence, dense.confidence)
+        if relative_error is not None:
+            expected = torch.nan_to_num(relative_error, nan=0.0) / EXPECTED_ERROR_SCALE
+            filled_confidence = torch.where(measured, filled_confidence / (1.0 + expected * expected), filled_confidence)
+        inside = dense.measured.numel() if valid is None else int(valid.sum())
+        diagnostics: dict[str, float | str] = {"measured_fraction": float(measured.sum()) / max(inside, 1)}
+        if not bool(dense.measured.any()):
+            diagnostics["note"] = (
+                f"no pixel has a focus peak with confidence >= {self.densify_params.seed_min_confidence}: "
+                "no focus cue in this stack, so no depth"
+            )
+        return dense.depth_m, filled_confidence, measured, diagnostics
+
+    def _anchors(self, guide, fit, depth_m, confidence, window_px: int, params: DensifyParams, occluder=None,
+                 rim_near_m=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What anchors the fill, (h, w) each: depth (m), confidence, and which anchors are indirect.
+
+        Measured peaks (`depth_m`, `confidence`) and end-of-sweep bounds (fit.end_depth_m, weighted by
+        end_peak_weight), each weighted by the pixel's own texture (own_texture_factor). Indirect, read
+        from an occlusion edge rather than the pixel itself, and counted in full whatever their texture:
+        `occluder` (bool, optional), flat pixels that read their occlusion edge's depth
+        (occluder_peak_curves), and with front_edge on the front_edge_pixels, at least at the seed
+        confidence. `rim_near_m` (optional): occlusion_rim_depth's; with front_edge on, a flat pixel
         without a peak of its own takes the rims' near depth around it as its candidate (rim_candidate_depth).
+        Bounds are indirect too.
         """
         at_end = torch.isnan(depth_m) & torch.isfinite(fit.end_depth_m)
         anchor_depth_m = torch.where(at_end, fit.end_depth_m, depth_m)
@@ -345,25 +374,8 @@ class FocusMeasureBackend(DepthBackend):
             occluder = front if occluder is None else occluder | front
         if occluder is not None:
             own_texture = torch.where(occluder, 1.0, own_texture)
-        anchor_confidence = anchor_confidence * own_texture
-        dense = densify(anchor_depth_m, anchor_confidence, guide, valid, params)
-        # Sharpest at an end of the sweep (a bound) or read from a nearby occlusion edge: anchors, but
-        # not measurements of the pixel itself.
         indirect = at_end if occluder is None else at_end | occluder
-        indirect_anchor = dense.measured & indirect
-        measured = dense.measured & ~indirect
-        filled_confidence = torch.where(indirect_anchor, INDIRECT_ANCHOR_CONFIDENCE_SCALE * dense.confidence, dense.confidence)
-        if relative_error is not None:
-            expected = torch.nan_to_num(relative_error, nan=0.0) / EXPECTED_ERROR_SCALE
-            filled_confidence = torch.where(measured, filled_confidence / (1.0 + expected * expected), filled_confidence)
-        inside = dense.measured.numel() if valid is None else int(valid.sum())
-        diagnostics: dict[str, float | str] = {"measured_fraction": float(measured.sum()) / max(inside, 1)}
-        if not bool(dense.measured.any()):
-            diagnostics["note"] = (
-                f"no pixel has a focus peak with confidence >= {self.densify_params.seed_min_confidence}: "
-                "no focus cue in this stack, so no depth"
-            )
-        return dense.depth_m, filled_confidence, measured, diagnostics
+        return anchor_depth_m, anchor_confidence * own_texture, indirect
 
     def _result(self, depth_m, confidence, measured, timings_s, diagnostics) -> DepthResult:
         if self.min_confidence > 0:
