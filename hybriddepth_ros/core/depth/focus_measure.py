@@ -461,9 +461,10 @@ RIM_MIN_SHARE = 0.05
 """Share of the square that must be rim pixels with a near peak for rim_candidate_depth to give a depth.
 Single rims with a noise peak otherwise anchor flat surfaces far too near: on the shared Pixel stack,
 with end-of-sweep near peaks allowed and no share floor, the blank wall beside the backpack came to
-0.5 m, in front of the backpack. Shares 0.02, 0.03, 0.05 (end peaks excluded, as here): seeds
-1000-1019, 5 frames, sim dense AbsRel 0.0687, 0.0688, 0.0691; Pixel stack pixels moved by more than 2 %
-against no rims: 24 %, 5.4 %, 5.3 % (the wall beside the backpack came nearer at 0.02)."""
+0.5 m, in front of the backpack. Shares 0.02, 0.03, 0.05 (first-frame peaks excluded, before
+RIM_FIRST_FRAME_MIN_CONFIDENCE): seeds 1000-1019, 5 frames, sim dense AbsRel 0.0687, 0.0688, 0.0691;
+Pixel stack pixels moved by more than 2 % against no rims: 24 %, 5.4 %, 5.3 % (the wall beside the
+backpack came nearer at 0.02)."""
 
 
 def occlusion_rim_depth(dff: FocusMeasureDFF, cut: torch.Tensor, rim: torch.Tensor,
@@ -487,7 +488,8 @@ def occlusion_rim_depth(dff: FocusMeasureDFF, cut: torch.Tensor, rim: torch.Tens
         fit = dff.peak_fit(cut[:, rim][..., None], diopters)  # (N, K, 1): only the rim pixels
         depth_m, end_depth_m, confidence = fit.depth_m[:, 0], fit.end_depth_m[:, 0], fit.confidence[:, 0]
         at_first = (fit.peak_index[:, 0] == 0) & (confidence >= RIM_FIRST_FRAME_MIN_CONFIDENCE)
-        near_m[rim] = torch.where(at_first, end_depth_m, depth_m.masked_fill(confidence < RIM_MIN_CONFIDENCE, torch.nan))
+        interior_m = depth_m.masked_fill(confidence < RIM_MIN_CONFIDENCE, torch.nan)
+        near_m[rim] = torch.where(at_first, end_depth_m, interior_m)
     return near_m
 
 
