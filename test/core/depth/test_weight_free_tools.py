@@ -9,7 +9,7 @@ from support import PIXEL_STACK
 
 def test_weight_free_benchmark_times_every_stage_of_an_unregistered_stack():
     from hybriddepth_ros.tools.benchmark import (
-        END_TO_END, WEIGHT_FREE_STAGES, format_weight_free_report, run_weight_free_benchmark,
+        END_TO_END, WEIGHT_FREE_STAGES, cpu_description, format_weight_free_report, run_weight_free_benchmark,
     )
 
     report = run_weight_free_benchmark(device="cpu", frames=4, height_px=96, width_px=128, repeats=2)
@@ -18,6 +18,17 @@ def test_weight_free_benchmark_times_every_stage_of_an_unregistered_stack():
     assert report.cold_s[END_TO_END] >= sum(report.cold_s[s] for s in WEIGHT_FREE_STAGES)
     text = format_weight_free_report(report, "synthetic")
     assert "registration" in text and "densify" in text and "load average" in text
+    assert cpu_description() in text, "timings name the CPU they were taken on"
+
+
+def test_cpu_description_names_family_and_model_of_the_first_processor(tmp_path):
+    from hybriddepth_ros.tools.benchmark import cpu_description
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+                       "model name\t: AMD EPYC\nflags\t\t: fpu avx2\n\nprocessor\t: 1\ncpu family\t: 23\n")
+    assert cpu_description(str(cpuinfo)) == "AMD EPYC, family 25 model 17"
+    assert cpu_description(str(tmp_path / "missing"))  # another OS: still names something
 
 
 def test_evaluation_table_on_one_small_scene(tmp_path):
