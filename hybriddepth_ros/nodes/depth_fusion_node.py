@@ -50,6 +50,7 @@ from ..core.depth.densify import (
     DEFAULT_SMOOTHNESS,
 )
 from ..core.depth.focus_measure import (
+    DEFAULT_BLUR_RATE_STACKS,
     DEFAULT_COARSE_BAND_WEIGHT,
     DEFAULT_CURVE_EXPONENT,
     DEFAULT_DEFOCUS_BLEND,
@@ -138,6 +139,9 @@ FUSION_PARAMETERS = (
                   "peak (an edge in its window; without one, the near peak of the occlusion rims around it) is nearer "
                   "than every textured measurement around it reads its own surface's outline (a flat object in "
                   "front) and anchors the propagation; false: it does not."),
+    ParameterSpec("focus_measure.blur_rate_stacks", DEFAULT_BLUR_RATE_STACKS, "Weight-free DFF: the relative-blur "
+                  "rate (end_defocus, defocus_blend) is averaged over up to this many recent stacks of the same camera "
+                  "and focus distances, since it belongs to the lens; 1: each stack's own calibration.", low=1, high=1000),
     ParameterSpec("focus_measure.coarse_band_weight", DEFAULT_COARSE_BAND_WEIGHT, "Weight-free DFF: weight of a "
                   "coarser focus band (1.0 suits the NYU protocol's Gaussian blur).", low=0.0, high=10.0),
     ParameterSpec("min_depth_m", DEFAULT_MIN_DEPTH_M, "Depth below this is published as NaN, metres.",

@@ -14,6 +14,11 @@ that no test or the demo uses):
   7x7 gather, N focus distances linear between the scene's min and max depth),
   no noise, with the Box-Cox exponent for Gaussian blur (-1.5) and the coarser focus band (1.0);
 - `nyu_far`: the same protocol on scenes at 0.8-6 m, nearer to the depth of indoor rooms.
+One backend scores the seeds of a kind and frame count in order, as a camera's
+node would see them: where the sweep is the same for every scene (`sim`), the
+blur rate pools over the stacks seen so far (BlurRatePool; `--option
+blur_rate_stacks=1` scores each scene alone). `simfit` and the NYU kinds take
+their sweep from each scene, so every scene calibrates alone.
 For each kind and frame count it prints, averaged over the seeds: dense AbsRel,
 delta1, coverage, AUSE (AbsRel) and the ratio of the AbsRel of the most
 confident half of the pixels to that of all; and AbsRel, delta1 and coverage

@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from ..models.focus_measure import (
+    DEFAULT_BLUR_RATE_STACKS,
     LUMA_WEIGHTS,
+    BlurRatePool,
     FocusMeasureDFF,
     RelativeBlur,
     VertexPairs,
@@ -150,6 +152,9 @@ class FocusMeasureBackend(DepthBackend):
       every textured anchor around them anchor the fill (DEFAULT_FRONT_EDGE);
       with occluder_peak also on, a flat pixel without a peak of its own
       takes the near peak of the occlusion rims around it.
+    blur_rate_stacks: the relative-blur rate (end_defocus, defocus_blend) is
+      the mean of the calibrations of up to this many recent stacks of the same
+      camera and focus distances (BlurRatePool); 1: each stack's own.
     min_confidence: depth below this confidence is set to NaN (0 keeps every
       pixel; the confidence map is returned either way).
     """
@@ -175,6 +180,7 @@ class FocusMeasureBackend(DepthBackend):
         occluder_peak: bool = DEFAULT_OCCLUDER_PEAK,
         defocus_blend: bool = DEFAULT_DEFOCUS_BLEND,
         front_edge: bool = DEFAULT_FRONT_EDGE,
+        blur_rate_stacks: int = DEFAULT_BLUR_RATE_STACKS,
     ) -> None:
         if not 0.0 <= min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
@@ -192,6 +198,9 @@ class FocusMeasureBackend(DepthBackend):
         self.occluder_peak = bool(occluder_peak)
         self.defocus_blend = bool(defocus_blend)
         self.front_edge = bool(front_edge)
+        if not (int(blur_rate_stacks) == blur_rate_stacks and blur_rate_stacks >= 1):
+            raise ValueError(f"blur_rate_stacks must be an integer >= 1, got {blur_rate_stacks}")
+        self.blur_rate_pool = BlurRatePool(int(blur_rate_stacks)) if blur_rate_stacks > 1 else None
         self.densify_params = DensifyParams(seed_min_confidence, smoothness, guide_sigma, decay_px).validate()
 
     def _estimate(self, stack: FocalStack) -> DepthResult:
@@ -208,7 +217,14 @@ class FocusMeasureBackend(DepthBackend):
         diopters = (1.0 / distances_m).float()
         valid = None if stack.valid_mask is None else torch.from_numpy(stack.valid_mask).to(self.device)
         if self.densify and min(stack.height, stack.width) >= 2 * MIN_DENSE_SIDE_PX:
-            return self._dense(frames, diopters, valid)
+            pool = None
+            if self.blur_rate_pool is not None:
+                # The measured rate depends on the lens, the pixel grid and the sweep's steps.
+                camera = stack.intrinsics
+                pool = self.blur_rate_pool.for_key((
+                    stack.height, stack.width, camera.fx, camera.fy, camera.cx, camera.cy,
+                    tuple(np.round(1.0 / np.asarray(stack.focus_distances_m, dtype=float), FOCUS_KEY_DIOPTER_DECIMALS))))
+            return self._dense(frames, diopters, valid, pool)
         timings_s: dict[str, float] = {}
         start_s = time.perf_counter()
         focus = self.dff.focus_measure(_luminance_unit(frames))
@@ -229,13 +245,15 @@ class FocusMeasureBackend(DepthBackend):
             measured, diagnostics = torch.isfinite(depth_m), {}
         return self._result(depth_m, confidence, measured, timings_s, diagnostics)
 
-    def _dense(self, frames: torch.Tensor, diopters: torch.Tensor, valid: torch.Tensor | None) -> DepthResult:
+    def _dense(self, frames: torch.Tensor, diopters: torch.Tensor, valid: torch.Tensor | None,
+               blur_rate_pool: BlurRatePool | None = None) -> DepthResult:
         """Focus measure, peak fit and fill at half size (2x2 blocks), then joint-upsampled to the frames' size.
 
         The focus measure is a window average (9 px by default), so a depth per
         2x2 block loses little; it makes the peak fit and the solve four times
         cheaper. The focus measure may add a coarser band (coarse_band_weight).
         The final upsampling follows the full-size all-in-focus image.
+        `blur_rate_pool`: the pool this stack's blur-rate calibration joins (RelativeBlur.calibrate).
         """
         timings_s: dict[str, float] = {}
         start_s = time.perf_counter()
@@ -261,7 +279,8 @@ class FocusMeasureBackend(DepthBackend):
         blur = None
         if self.end_defocus or self.defocus_blend:
             pairs = VertexPairs.of(fit, diopters)
-            blur = RelativeBlur.calibrate(fit, pairs, half_luma, self.densify_params.seed_min_confidence)
+            blur = RelativeBlur.calibrate(fit, pairs, half_luma, self.densify_params.seed_min_confidence,
+                                          pool=blur_rate_pool)
         if blur is not None and self.end_defocus:
             fit = replace(fit, end_depth_m=end_defocus_depth(fit, blur, diopters))
         relative_error = None
@@ -293,6 +312,9 @@ class FocusMeasureBackend(DepthBackend):
             rim_near_m)
         if half_valid is not None:
             diagnostics["measured_fraction"] = float((measured & half_valid).sum()) / max(int(half_valid.sum()), 1)
+        if blur is not None:
+            diagnostics["blur_rate_px2"] = blur.rate_px2
+            diagnostics["blur_rate_stacks"] = float(blur_rate_pool.stacks if blur_rate_pool is not None else 1)
         filled = joint_upsample(torch.nan_to_num(1.0 / depth_m, nan=0.0)[None], luminance(half_guide), full_luma,
                                 self.densify_params.guide_sigma * UPSAMPLE_SIGMA_FRACTION)
         depth_m = filled[0].clamp_(min=1e-6).reciprocal_()
@@ -389,6 +411,9 @@ class FocusMeasureBackend(DepthBackend):
 
 MIN_DENSE_SIDE_PX = 24
 """Below twice this short side the dense path works at full size."""
+FOCUS_KEY_DIOPTER_DECIMALS = 2
+"""Focus distances that agree to 0.01 D count as the same sweep for BlurRatePool (a driver's reported
+positions jitter)."""
 
 
 OWN_TEXTURE_FULL = 1.0

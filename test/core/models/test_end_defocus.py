@@ -9,6 +9,7 @@ import torch
 from hybriddepth_ros.core.capture.simulated import DEFAULT_SIMULATED_LENS
 from hybriddepth_ros.core.depth.focus_measure import FocusMeasureBackend
 from hybriddepth_ros.core.models.focus_measure import (
+    BlurRatePool,
     FocusMeasureDFF,
     RelativeBlur,
     VertexPairs,
@@ -31,11 +32,11 @@ FAR_PLANE_M = 2.86
 """0.35 D: sharpest in the last frame, between it and the midpoint to the fourth (0.59 D)."""
 
 
-def _render(depth_m: np.ndarray) -> FocalStack:
-    rgb = make_scene(3, HEIGHT, WIDTH, num_objects=0, num_textureless=0).rgb
-    frames = render_focal_stack(rgb, depth_m, FOCUS_M, DEFAULT_SIMULATED_LENS, noise_std=1.0, seed=0)
+def _render(depth_m: np.ndarray, texture_seed: int = 3, focus_m=FOCUS_M) -> FocalStack:
+    rgb = make_scene(texture_seed, HEIGHT, WIDTH, num_objects=0, num_textureless=0).rgb
+    frames = render_focal_stack(rgb, depth_m, focus_m, DEFAULT_SIMULATED_LENS, noise_std=1.0, seed=0)
     intrinsics = CameraIntrinsics.from_lens(DEFAULT_SIMULATED_LENS, WIDTH, HEIGHT)
-    return FocalStack(frames, np.asarray(FOCUS_M, dtype=float), intrinsics).validate()
+    return FocalStack(frames, np.asarray(focus_m, dtype=float), intrinsics).validate()
 
 
 def _peak_fit(stack: FocalStack):
@@ -96,6 +97,63 @@ def test_without_measured_pixels_to_calibrate_the_bound_is_kept():
     parabola_bound = FocusMeasureBackend(device="cpu", end_defocus=False).estimate(stack)
     np.testing.assert_array_equal(with_defocus.depth_m, parabola_bound.depth_m)
     assert np.all(np.isfinite(with_defocus.depth_m))
+
+
+def _two_planes(texture_seed: int = 3) -> FocalStack:
+    depth_m = np.full((HEIGHT, WIDTH), NEAR_PLANE_M, dtype=np.float32)
+    depth_m[:, WIDTH // 2:] = FAR_PLANE_M
+    return _render(depth_m, texture_seed)
+
+
+def test_blur_rate_pool_averages_the_recent_stacks_of_one_key():
+    pool = BlurRatePool(max_stacks=3).for_key("camera a")
+    assert pool.rate_px2 is None and pool.add(None) is None and pool.stacks == 0
+    assert pool.add(1.0) == 1.0 and pool.add(2.0) == 1.5
+    assert pool.add(None) == 1.5 and pool.stacks == 2  # a stack without its own rate takes the pool's
+    assert pool.add(3.0) == 2.0 and pool.add(4.0) == 3.0 and pool.stacks == 3  # the oldest (1.0) dropped
+    assert pool.for_key("camera a").rate_px2 == 3.0
+    assert pool.for_key("camera b").rate_px2 is None and pool.stacks == 0  # another camera or sweep: afresh
+    with pytest.raises(ValueError):
+        BlurRatePool(max_stacks=0)
+    with pytest.raises(ValueError):
+        FocusMeasureBackend(device="cpu", blur_rate_stacks=0)
+
+
+def test_the_backend_reports_the_mean_rate_of_the_stacks_of_one_camera_and_sweep():
+    stacks = [_two_planes(seed) for seed in (3, 8)]
+    own_rates = [FocusMeasureBackend(device="cpu", blur_rate_stacks=1).estimate(stack).diagnostics["blur_rate_px2"]
+                 for stack in stacks]
+    assert own_rates[0] != own_rates[1]  # measured: 1.47 and 1.37 px^2/D^2 (half size)
+    pooled = FocusMeasureBackend(device="cpu")
+    first, second = (pooled.estimate(stack).diagnostics for stack in stacks)
+    assert (first["blur_rate_px2"], first["blur_rate_stacks"]) == (own_rates[0], 1.0)
+    assert second["blur_rate_px2"] == pytest.approx(np.mean(own_rates), rel=1e-6) and second["blur_rate_stacks"] == 2.0
+    # Each stack alone, with no memory, is the default before pooling: the same depth as a fresh backend.
+    alone = FocusMeasureBackend(device="cpu", blur_rate_stacks=1)
+    alone.estimate(stacks[0])
+    np.testing.assert_array_equal(alone.estimate(stacks[1]).depth_m,
+                                  FocusMeasureBackend(device="cpu").estimate(stacks[1]).depth_m)
+
+
+def test_a_stack_that_cannot_calibrate_itself_reads_its_end_of_sweep_plane_with_the_cameras_rate():
+    """The far plane alone has no measured pixel to calibrate on (test above: the bound is kept); after a
+    stack of the same camera and sweep that had some, it is read by depth from defocus."""
+    far_only = _render(np.full((HEIGHT, WIDTH), FAR_PLANE_M, dtype=np.float32))
+    far_columns = slice(WIDTH // 4, 3 * WIDTH // 4)
+    truth = np.full((HEIGHT, WIDTH), FAR_PLANE_M, dtype=np.float32)
+    backend = FocusMeasureBackend(device="cpu")
+    backend.estimate(_two_planes())
+    pooled = backend.estimate(far_only)
+    bound = FocusMeasureBackend(device="cpu").estimate(far_only)
+    assert "blur_rate_px2" not in bound.diagnostics and pooled.diagnostics["blur_rate_stacks"] == 1.0
+    pooled_error, bound_error = _far_error(pooled, truth, far_columns), _far_error(bound, truth, far_columns)
+    # measured 0.034 (2.78 m) against the bound's 0.366
+    assert pooled_error < 0.08 and pooled_error < 0.5 * bound_error, (pooled_error, bound_error)
+    # Another sweep is another key: the rate is not carried over, the bound is kept.
+    other_sweep = diopter_sweep(0.3, 4.0, 5)
+    backend.estimate(_two_planes())
+    moved = backend.estimate(_render(np.full((HEIGHT, WIDTH), FAR_PLANE_M, dtype=np.float32), focus_m=other_sweep))
+    assert "blur_rate_px2" not in moved.diagnostics
 
 
 def _texture_luma(seed: int, contrast: float = 1.0) -> np.ndarray:
