@@ -381,7 +381,8 @@ RELATIVE_BLUR_WINDOW_PX = 9
 Chosen on 5-frame simulated stacks, seeds 1000-1019: textured end-of-sweep pixels' AbsRel 0.103, 0.095,
 0.101 at 5, 9, 15 px."""
 RELATIVE_BLUR_MIN_CALIBRATION_PX = 200
-"""Measured pixels needed to calibrate the blur rate; with fewer the end-of-sweep bound is kept as it is."""
+"""Measured pixels needed to calibrate the blur rate; with fewer the end-of-sweep bound is kept as it is,
+unless earlier stacks of the same camera and sweep calibrated one (BlurRatePool)."""
 RELATIVE_BLUR_CALIBRATION_REACH = 0.35
 """Calibration pixels lie within this fraction of a step from the sharper frame of their pair: the
 blur configuration of end-of-sweep pixels, which lie within half a step of the end frame. 0.25, 0.35,
