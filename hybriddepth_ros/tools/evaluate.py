@@ -2,7 +2,9 @@
 
 Each stack runs through DepthFusion with the backend built by the same
 registry the fusion node uses, so the numbers are those of the published
-depth. RGB-D datasets get stacks synthesised on the torch device by the
+depth. One backend takes the stacks in order, as the node would: the
+weight-free one averages its blur rate over the earlier stacks of the same
+sweep (BlurRatePool; the fixed sweep, not the oracle one). RGB-D datasets get stacks synthesised on the torch device by the
 paper's NYU protocol, with the paper's oracle sweep, a fixed camera sweep,
 or both (the default). Prints a Markdown table; `--output-dir` adds
 per_sample.csv, summary.json, summary.md and PNG panels.

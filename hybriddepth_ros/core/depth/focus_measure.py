@@ -21,6 +21,7 @@ from ..models.focus_measure import (
     DEFAULT_BLUR_RATE_STACKS,
     LUMA_WEIGHTS,
     BlurRatePool,
+    BlurRates,
     FocusMeasureDFF,
     RelativeBlur,
     VertexPairs,
@@ -217,14 +218,14 @@ class FocusMeasureBackend(DepthBackend):
         diopters = (1.0 / distances_m).float()
         valid = None if stack.valid_mask is None else torch.from_numpy(stack.valid_mask).to(self.device)
         if self.densify and min(stack.height, stack.width) >= 2 * MIN_DENSE_SIDE_PX:
-            pool = None
+            rates = None
             if self.blur_rate_pool is not None:
                 # The measured rate depends on the lens, the pixel grid and the sweep's steps.
                 camera = stack.intrinsics
-                pool = self.blur_rate_pool.for_key((
+                rates = self.blur_rate_pool.for_key((
                     stack.height, stack.width, camera.fx, camera.fy, camera.cx, camera.cy,
                     tuple(np.round(1.0 / np.asarray(stack.focus_distances_m, dtype=float), FOCUS_KEY_DIOPTER_DECIMALS))))
-            return self._dense(frames, diopters, valid, pool)
+            return self._dense(frames, diopters, valid, rates)
         timings_s: dict[str, float] = {}
         start_s = time.perf_counter()
         focus = self.dff.focus_measure(_luminance_unit(frames))
@@ -246,14 +247,14 @@ class FocusMeasureBackend(DepthBackend):
         return self._result(depth_m, confidence, measured, timings_s, diagnostics)
 
     def _dense(self, frames: torch.Tensor, diopters: torch.Tensor, valid: torch.Tensor | None,
-               blur_rate_pool: BlurRatePool | None = None) -> DepthResult:
+               blur_rates: BlurRates | None = None) -> DepthResult:
         """Focus measure, peak fit and fill at half size (2x2 blocks), then joint-upsampled to the frames' size.
 
         The focus measure is a window average (9 px by default), so a depth per
         2x2 block loses little; it makes the peak fit and the solve four times
         cheaper. The focus measure may add a coarser band (coarse_band_weight).
         The final upsampling follows the full-size all-in-focus image.
-        `blur_rate_pool`: the pool this stack's blur-rate calibration joins (RelativeBlur.calibrate).
+        `blur_rates`: the camera's and sweep's rates this stack's calibration joins (RelativeBlur.calibrate).
         """
         timings_s: dict[str, float] = {}
         start_s = time.perf_counter()
@@ -280,7 +281,7 @@ class FocusMeasureBackend(DepthBackend):
         if self.end_defocus or self.defocus_blend:
             pairs = VertexPairs.of(fit, diopters)
             blur = RelativeBlur.calibrate(fit, pairs, half_luma, self.densify_params.seed_min_confidence,
-                                          pool=blur_rate_pool)
+                                          pool=blur_rates)
         if blur is not None and self.end_defocus:
             fit = replace(fit, end_depth_m=end_defocus_depth(fit, blur, diopters))
         relative_error = None
@@ -314,7 +315,7 @@ class FocusMeasureBackend(DepthBackend):
             diagnostics["measured_fraction"] = float((measured & half_valid).sum()) / max(int(half_valid.sum()), 1)
         if blur is not None:
             diagnostics["blur_rate_px2"] = blur.rate_px2
-            diagnostics["blur_rate_stacks"] = float(blur_rate_pool.stacks if blur_rate_pool is not None else 1)
+            diagnostics["blur_rate_stacks"] = float(blur_rates.stacks if blur_rates is not None else 1)
         filled = joint_upsample(torch.nan_to_num(1.0 / depth_m, nan=0.0)[None], luminance(half_guide), full_luma,
                                 self.densify_params.guide_sigma * UPSAMPLE_SIGMA_FRACTION)
         depth_m = filled[0].clamp_(min=1e-6).reciprocal_()

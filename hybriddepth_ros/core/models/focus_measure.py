@@ -25,7 +25,7 @@ periodic texture), and how much texture signal the peak has over sensor noise.
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import cv2
@@ -382,7 +382,7 @@ Chosen on 5-frame simulated stacks, seeds 1000-1019: textured end-of-sweep pixel
 0.101 at 5, 9, 15 px."""
 RELATIVE_BLUR_MIN_CALIBRATION_PX = 200
 """Measured pixels needed to calibrate the blur rate; with fewer the end-of-sweep bound is kept as it is,
-unless earlier stacks of the same camera and sweep calibrated one (BlurRatePool)."""
+unless earlier stacks of the same camera and sweep calibrated one (BlurRates)."""
 RELATIVE_BLUR_CALIBRATION_REACH = 0.35
 """Calibration pixels lie within this fraction of a step from the sharper frame of their pair: the
 blur configuration of end-of-sweep pixels, which lie within half a step of the end frame. 0.25, 0.35,
@@ -427,7 +427,7 @@ class RelativeBlur:
 
     @classmethod
     def calibrate(cls, fit: PeakFit, pairs: "VertexPairs", luma: torch.Tensor, min_confidence: float,
-                  window_px: int = RELATIVE_BLUR_WINDOW_PX, pool: "BlurRatePool | None" = None) -> "RelativeBlur | None":
+                  window_px: int = RELATIVE_BLUR_WINDOW_PX, pool: "BlurRates | None" = None) -> "RelativeBlur | None":
         """Blur of every pair, and c fitted (least squares through the origin) on the measured pixels
         that lie near the sharper frame of their pair (RELATIVE_BLUR_CALIBRATION_REACH), whose depth is
         known to about 4 %; None with fewer than RELATIVE_BLUR_MIN_CALIBRATION_PX of them or no positive c.
@@ -466,38 +466,30 @@ class RelativeBlur:
 
 
 DEFAULT_BLUR_RATE_STACKS = 32
-"""Stacks whose blur-rate calibrations BlurRatePool averages (1: each stack its own)."""
+"""Stacks whose blur-rate calibrations BlurRates averages (1: each stack its own)."""
+BLUR_RATE_POOL_KEYS = 8
+"""Cameras and sweeps BlurRatePool keeps rates for (the least recently used dropped first)."""
 
 
-class BlurRatePool:
-    """Blur rates c calibrated on a camera's recent stacks, averaged: the rate belongs to the lens.
+class BlurRates:
+    """Own blur rates c of the recent stacks of one camera and sweep; the rate is their mean.
 
     One stack's own calibration errs with its scene, since the vertices it rests
     on are off in each scene's own way. 5-frame simulated sweeps of one lens,
     seeds 1000-1019: own rates 0.95-1.40 px^2/D^2 (mean 1.25), while the rate
     that reads each scene's end-of-sweep pixels best is 1.20-1.30 in 14 of the
     20. What c is measured to be also depends on the sweep's step (the same
-    lens: mean 1.25 over 5 frames, 1.85 over 10), so a stack joins the pool
-    only under the same `key` (for_key: camera and focus distances); another
-    key starts it afresh. The rate is the mean of the last `max_stacks` stacks'
-    own rates.
+    lens: mean 1.25 over 5 frames, 1.85 over 10), hence one BlurRates per
+    camera and sweep (BlurRatePool).
     """
 
     def __init__(self, max_stacks: int = DEFAULT_BLUR_RATE_STACKS) -> None:
         if max_stacks < 1:
             raise ValueError(f"max_stacks must be >= 1, got {max_stacks}")
         self._rates_px2: deque[float] = deque(maxlen=max_stacks)
-        self._key: object = None
-
-    def for_key(self, key: object) -> "BlurRatePool":
-        """This pool for stacks of `key` (hashable), emptied first when the previous stack's key differs."""
-        if key != self._key:
-            self._rates_px2.clear()
-            self._key = key
-        return self
 
     def add(self, rate_px2: float | None) -> float | None:
-        """Adds a stack's own rate (None: it had none) and returns the pool's."""
+        """Adds a stack's own rate (None: it had none) and returns the mean of the last max_stacks."""
         if rate_px2 is not None:
             self._rates_px2.append(rate_px2)
         return self.rate_px2
@@ -509,6 +501,29 @@ class BlurRatePool:
     @property
     def stacks(self) -> int:
         return len(self._rates_px2)
+
+
+class BlurRatePool:
+    """BlurRates per camera and sweep (a hashable `key`), for the last `max_keys` keys used.
+
+    Stacks of several sweeps may come interleaved (an evaluation scoring each
+    scene under two protocols); each sweep keeps its own rates.
+    """
+
+    def __init__(self, max_stacks: int = DEFAULT_BLUR_RATE_STACKS, max_keys: int = BLUR_RATE_POOL_KEYS) -> None:
+        if max_stacks < 1 or max_keys < 1:
+            raise ValueError(f"max_stacks and max_keys must be >= 1, got {max_stacks}, {max_keys}")
+        self.max_stacks, self.max_keys = max_stacks, max_keys
+        self._by_key: OrderedDict[object, BlurRates] = OrderedDict()
+
+    def for_key(self, key: object) -> BlurRates:
+        rates = self._by_key.pop(key, None)
+        if rates is None:
+            rates = BlurRates(self.max_stacks)
+        self._by_key[key] = rates
+        while len(self._by_key) > self.max_keys:
+            self._by_key.popitem(last=False)
+        return rates
 
 
 @dataclass(frozen=True)

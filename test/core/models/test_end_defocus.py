@@ -105,14 +105,18 @@ def _two_planes(texture_seed: int = 3) -> FocalStack:
     return _render(depth_m, texture_seed)
 
 
-def test_blur_rate_pool_averages_the_recent_stacks_of_one_key():
-    pool = BlurRatePool(max_stacks=3).for_key("camera a")
-    assert pool.rate_px2 is None and pool.add(None) is None and pool.stacks == 0
-    assert pool.add(1.0) == 1.0 and pool.add(2.0) == 1.5
-    assert pool.add(None) == 1.5 and pool.stacks == 2  # a stack without its own rate takes the pool's
-    assert pool.add(3.0) == 2.0 and pool.add(4.0) == 3.0 and pool.stacks == 3  # the oldest (1.0) dropped
-    assert pool.for_key("camera a").rate_px2 == 3.0
-    assert pool.for_key("camera b").rate_px2 is None and pool.stacks == 0  # another camera or sweep: afresh
+def test_blur_rates_average_the_recent_stacks_of_each_camera_and_sweep():
+    pool = BlurRatePool(max_stacks=3, max_keys=2)
+    rates = pool.for_key("camera a")
+    assert rates.rate_px2 is None and rates.add(None) is None and rates.stacks == 0
+    assert rates.add(1.0) == 1.0 and rates.add(2.0) == 1.5
+    assert rates.add(None) == 1.5 and rates.stacks == 2  # a stack without its own rate takes the others'
+    assert rates.add(3.0) == 2.0 and rates.add(4.0) == 3.0 and rates.stacks == 3  # the oldest (1.0) dropped
+    # Another camera or sweep has its own; interleaved, each keeps its rates.
+    assert pool.for_key("camera b").add(10.0) == 10.0
+    assert pool.for_key("camera a").rate_px2 == 3.0 and pool.for_key("camera b").rate_px2 == 10.0
+    pool.for_key("camera c")  # a third key drops the least recently used (a)
+    assert pool.for_key("camera a").stacks == 0
     with pytest.raises(ValueError):
         BlurRatePool(max_stacks=0)
     with pytest.raises(ValueError):
@@ -149,11 +153,11 @@ def test_a_stack_that_cannot_calibrate_itself_reads_its_end_of_sweep_plane_with_
     pooled_error, bound_error = _far_error(pooled, truth, far_columns), _far_error(bound, truth, far_columns)
     # measured 0.034 (2.78 m) against the bound's 0.366
     assert pooled_error < 0.08 and pooled_error < 0.5 * bound_error, (pooled_error, bound_error)
-    # Another sweep is another key: the rate is not carried over, the bound is kept.
+    # Another sweep has rates of its own: none carried over, the bound is kept; the first sweep's stay.
     other_sweep = diopter_sweep(0.3, 4.0, 5)
-    backend.estimate(_two_planes())
     moved = backend.estimate(_render(np.full((HEIGHT, WIDTH), FAR_PLANE_M, dtype=np.float32), focus_m=other_sweep))
     assert "blur_rate_px2" not in moved.diagnostics
+    assert backend.estimate(far_only).diagnostics["blur_rate_stacks"] == 1.0
 
 
 def _texture_luma(seed: int, contrast: float = 1.0) -> np.ndarray:
