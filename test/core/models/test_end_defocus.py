@@ -160,6 +160,20 @@ def test_a_stack_that_cannot_calibrate_itself_reads_its_end_of_sweep_plane_with_
     assert backend.estimate(far_only).diagnostics["blur_rate_stacks"] == 1.0
 
 
+def test_a_pooled_rate_invents_no_depth_for_a_stack_without_focus_cue():
+    """A rate the camera's earlier stacks calibrated must not give depth to a stack that has no cue."""
+    backend = FocusMeasureBackend(device="cpu")
+    assert "blur_rate_px2" in backend.estimate(_two_planes()).diagnostics
+    calibrated = _two_planes()
+    black = FocalStack(np.zeros_like(calibrated.frames), calibrated.focus_distances_m, calibrated.intrinsics)
+    unchanging = FocalStack(np.repeat(calibrated.frames[2:3], len(FOCUS_M), axis=0), calibrated.focus_distances_m,
+                            calibrated.intrinsics)
+    for stack in (black, unchanging):
+        result = backend.estimate(stack.validate())
+        assert np.all(np.isnan(result.depth_m)) and np.all(result.confidence == 0)
+        assert "no focus cue" in result.diagnostics["note"]
+
+
 def _texture_luma(seed: int, contrast: float = 1.0) -> np.ndarray:
     rgb = make_scene(seed, HEIGHT, WIDTH, num_objects=0, num_textureless=0).rgb.astype(np.float32) / 255.0
     luma = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
