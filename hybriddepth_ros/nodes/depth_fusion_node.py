@@ -141,7 +141,8 @@ FUSION_PARAMETERS = (
                   "front) and anchors the propagation; false: it does not."),
     ParameterSpec("focus_measure.blur_rate_stacks", DEFAULT_BLUR_RATE_STACKS, "Weight-free DFF: the relative-blur "
                   "rate (end_defocus, defocus_blend) is averaged over up to this many recent stacks of the same camera "
-                  "and focus distances, since it belongs to the lens; 1: each stack's own calibration.", low=1, high=1000),
+                  "and focus distances, since it belongs to the lens; 1: each stack's own calibration.",
+                  low=1, high=1000),
     ParameterSpec("focus_measure.coarse_band_weight", DEFAULT_COARSE_BAND_WEIGHT, "Weight-free DFF: weight of a "
                   "coarser focus band (1.0 suits the NYU protocol's Gaussian blur).", low=0.0, high=10.0),
     ParameterSpec("min_depth_m", DEFAULT_MIN_DEPTH_M, "Depth below this is published as NaN, metres.",

@@ -4,10 +4,11 @@ Each stack runs through DepthFusion with the backend built by the same
 registry the fusion node uses, so the numbers are those of the published
 depth. One backend takes the stacks in order, as the node would: the
 weight-free one averages its blur rate over the earlier stacks of the same
-sweep (BlurRatePool; the fixed sweep, not the oracle one). RGB-D datasets get stacks synthesised on the torch device by the
-paper's NYU protocol, with the paper's oracle sweep, a fixed camera sweep,
-or both (the default). Prints a Markdown table; `--output-dir` adds
-per_sample.csv, summary.json, summary.md and PNG panels.
+sweep (BlurRatePool; the fixed sweep, not the oracle one). RGB-D datasets
+get stacks synthesised on the torch device by the paper's NYU protocol,
+with the paper's oracle sweep, a fixed camera sweep, or both (the default).
+Prints a Markdown table; `--output-dir` adds per_sample.csv, summary.json,
+summary.md and PNG panels.
 
     hybriddepth-eval nyu_depth_v2_labeled.mat --backend focus_measure --output-dir eval_nyu
     hybriddepth-eval nyu/official_splits/test --backend hybriddepth --checkpoint NYUBest5-DFV-Trained.ckpt

@@ -199,9 +199,8 @@ class FocusMeasureBackend(DepthBackend):
         self.occluder_peak = bool(occluder_peak)
         self.defocus_blend = bool(defocus_blend)
         self.front_edge = bool(front_edge)
-        if not (int(blur_rate_stacks) == blur_rate_stacks and blur_rate_stacks >= 1):
-            raise ValueError(f"blur_rate_stacks must be an integer >= 1, got {blur_rate_stacks}")
-        self.blur_rate_pool = BlurRatePool(int(blur_rate_stacks)) if blur_rate_stacks > 1 else None
+        blur_rate_pool = BlurRatePool(blur_rate_stacks)  # raises for a bad size
+        self.blur_rate_pool = blur_rate_pool if blur_rate_pool.max_stacks > 1 else None
         self.densify_params = DensifyParams(seed_min_confidence, smoothness, guide_sigma, decay_px).validate()
 
     def _estimate(self, stack: FocalStack) -> DepthResult:
@@ -218,13 +217,7 @@ class FocusMeasureBackend(DepthBackend):
         diopters = (1.0 / distances_m).float()
         valid = None if stack.valid_mask is None else torch.from_numpy(stack.valid_mask).to(self.device)
         if self.densify and min(stack.height, stack.width) >= 2 * MIN_DENSE_SIDE_PX:
-            rates = None
-            if self.blur_rate_pool is not None:
-                # The measured rate depends on the lens, the pixel grid and the sweep's steps.
-                camera = stack.intrinsics
-                rates = self.blur_rate_pool.for_key((
-                    stack.height, stack.width, camera.fx, camera.fy, camera.cx, camera.cy,
-                    tuple(np.round(1.0 / np.asarray(stack.focus_distances_m, dtype=float), FOCUS_KEY_DIOPTER_DECIMALS))))
+            rates = None if self.blur_rate_pool is None else self.blur_rate_pool.for_key(_camera_and_sweep(stack))
             return self._dense(frames, diopters, valid, rates)
         timings_s: dict[str, float] = {}
         start_s = time.perf_counter()
@@ -415,6 +408,13 @@ MIN_DENSE_SIDE_PX = 24
 FOCUS_KEY_DIOPTER_DECIMALS = 2
 """Focus distances that agree to 0.01 D count as the same sweep for BlurRatePool (a driver's reported
 positions jitter)."""
+
+
+def _camera_and_sweep(stack: FocalStack) -> tuple:
+    """BlurRatePool's key: the measured blur rate depends on the lens, the pixel grid and the sweep's steps."""
+    camera = stack.intrinsics
+    diopters = np.round(1.0 / np.asarray(stack.focus_distances_m, dtype=float), FOCUS_KEY_DIOPTER_DECIMALS)
+    return (stack.height, stack.width, camera.fx, camera.fy, camera.cx, camera.cy, tuple(diopters))
 
 
 OWN_TEXTURE_FULL = 1.0

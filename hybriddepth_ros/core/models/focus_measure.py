@@ -483,9 +483,7 @@ class BlurRates:
     camera and sweep (BlurRatePool).
     """
 
-    def __init__(self, max_stacks: int = DEFAULT_BLUR_RATE_STACKS) -> None:
-        if max_stacks < 1:
-            raise ValueError(f"max_stacks must be >= 1, got {max_stacks}")
+    def __init__(self, max_stacks: int) -> None:
         self._rates_px2: deque[float] = deque(maxlen=max_stacks)
 
     def add(self, rate_px2: float | None) -> float | None:
@@ -511,9 +509,9 @@ class BlurRatePool:
     """
 
     def __init__(self, max_stacks: int = DEFAULT_BLUR_RATE_STACKS, max_keys: int = BLUR_RATE_POOL_KEYS) -> None:
-        if max_stacks < 1 or max_keys < 1:
-            raise ValueError(f"max_stacks and max_keys must be >= 1, got {max_stacks}, {max_keys}")
-        self.max_stacks, self.max_keys = max_stacks, max_keys
+        if not (int(max_stacks) == max_stacks >= 1 and int(max_keys) == max_keys >= 1):
+            raise ValueError(f"max_stacks and max_keys must be integers >= 1, got {max_stacks}, {max_keys}")
+        self.max_stacks, self.max_keys = int(max_stacks), int(max_keys)
         self._by_key: OrderedDict[object, BlurRates] = OrderedDict()
 
     def for_key(self, key: object) -> BlurRates:

@@ -39,6 +39,12 @@ def _render(depth_m: np.ndarray, texture_seed: int = 3, focus_m=FOCUS_M) -> Foca
     return FocalStack(frames, np.asarray(focus_m, dtype=float), intrinsics).validate()
 
 
+def _two_planes(texture_seed: int = 3) -> FocalStack:
+    depth_m = np.full((HEIGHT, WIDTH), NEAR_PLANE_M, dtype=np.float32)
+    depth_m[:, WIDTH // 2:] = FAR_PLANE_M
+    return _render(depth_m, texture_seed)
+
+
 def _peak_fit(stack: FocalStack):
     """Luminance, diopters and the focus-measure peak fit of a rendered stack, at full size."""
     luma = luminance(torch.from_numpy(stack.frames).permute(0, 3, 1, 2).float() / 255.0)
@@ -71,9 +77,7 @@ def test_end_of_sweep_plane_is_read_from_defocus_calibrated_on_measured_pixels()
 
 
 def test_only_end_of_sweep_pixels_are_re_estimated():
-    depth_m = np.full((HEIGHT, WIDTH), NEAR_PLANE_M, dtype=np.float32)
-    depth_m[:, WIDTH // 2:] = FAR_PLANE_M
-    stack = _render(depth_m)
+    stack = _two_planes()
     luma, diopters, fit = _peak_fit(stack)
     blur = RelativeBlur.calibrate(fit, VertexPairs.of(fit, diopters), luma, min_confidence=0.5)
     assert blur is not None and blur.rate_px2 > 0
@@ -97,12 +101,6 @@ def test_without_measured_pixels_to_calibrate_the_bound_is_kept():
     parabola_bound = FocusMeasureBackend(device="cpu", end_defocus=False).estimate(stack)
     np.testing.assert_array_equal(with_defocus.depth_m, parabola_bound.depth_m)
     assert np.all(np.isfinite(with_defocus.depth_m))
-
-
-def _two_planes(texture_seed: int = 3) -> FocalStack:
-    depth_m = np.full((HEIGHT, WIDTH), NEAR_PLANE_M, dtype=np.float32)
-    depth_m[:, WIDTH // 2:] = FAR_PLANE_M
-    return _render(depth_m, texture_seed)
 
 
 def test_blur_rates_average_the_recent_stacks_of_each_camera_and_sweep():
@@ -163,8 +161,8 @@ def test_a_stack_that_cannot_calibrate_itself_reads_its_end_of_sweep_plane_with_
 def test_a_pooled_rate_invents_no_depth_for_a_stack_without_focus_cue():
     """A rate the camera's earlier stacks calibrated must not give depth to a stack that has no cue."""
     backend = FocusMeasureBackend(device="cpu")
-    assert "blur_rate_px2" in backend.estimate(_two_planes()).diagnostics
     calibrated = _two_planes()
+    assert "blur_rate_px2" in backend.estimate(calibrated).diagnostics
     black = FocalStack(np.zeros_like(calibrated.frames), calibrated.focus_distances_m, calibrated.intrinsics)
     unchanging = FocalStack(np.repeat(calibrated.frames[2:3], len(FOCUS_M), axis=0), calibrated.focus_distances_m,
                             calibrated.intrinsics)
