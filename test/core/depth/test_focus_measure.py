@@ -236,3 +236,35 @@ def test_measured_blocks_cover_their_pixels_with_odd_edges_replicated(height, wi
     rows = torch.arange(height).div(2, rounding_mode="floor").clamp(max=4)
     cols = torch.arange(width).div(2, rounding_mode="floor").clamp(max=6)
     assert torch.equal(pixels, blocks[rows][:, cols])
+
+
+def test_a_focus_peak_whose_window_straddles_a_depth_step_anchors_the_fill_but_is_not_measured(monkeypatch):
+    """Two textured planes, 0.6 | 1.2 m: peaks within 6 px of the step read a mix of both (7.2 % off
+    when all count as measured); DEPTH_EDGE_SPREAD takes the disagreeing ones out of the measured set."""
+    height, width = 240, 320
+    depth_m = np.full((height, width), 0.6, dtype=np.float32)
+    depth_m[:, width // 2:] = 1.2
+    focus_m = diopter_sweep(0.3, 5.0, 10)
+    frames = render_focal_stack(_noise_texture(height, width, seed=2), depth_m, focus_m, DEFAULT_SIMULATED_LENS,
+                                noise_std=1.0, seed=0)
+    stack = _stack(frames, focus_m)
+    band = slice(width // 2 - 6, width // 2 + 6)
+
+    def measured_error_in_band(result):
+        error = np.abs(result.depth_m - depth_m) / depth_m
+        return float(np.mean(error[:, band][result.measured[:, band]])), float(np.mean(result.measured[:, band]))
+
+    with_rule = FocusMeasureBackend(device="cpu").estimate(stack)
+    monkeypatch.setattr(focus_backend, "DEPTH_EDGE_SPREAD", float("inf"))
+    without_rule = FocusMeasureBackend(device="cpu").estimate(stack)
+
+    error_with, share_with = measured_error_in_band(with_rule)
+    error_without, share_without = measured_error_in_band(without_rule)
+    assert error_with <= 0.045 and error_without >= 0.06, (error_with, error_without)
+    assert share_with < share_without - 0.2, (share_with, share_without)
+    # Still anchors: the same dense depth, everywhere finite; published lower where no longer measured.
+    np.testing.assert_array_equal(with_rule.depth_m, without_rule.depth_m)
+    assert np.isfinite(with_rule.depth_m).all()
+    demoted = without_rule.measured & ~with_rule.measured
+    assert demoted.any() and not (with_rule.measured & ~without_rule.measured).any()
+    assert np.all(with_rule.confidence[demoted] < without_rule.confidence[demoted])
