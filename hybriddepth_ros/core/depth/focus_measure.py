@@ -280,8 +280,8 @@ class FocusMeasureBackend(DepthBackend):
         blur = None
         if self.end_defocus or self.defocus_blend:
             pairs = VertexPairs.of(fit, diopters)
-            blur = RelativeBlur.calibrate(fit, pairs, half_luma, self.densify_params.seed_min_confidence,
-                                          pool=blur_rates)
+            blur = RelativeBlur.calibrate(fit, pairs, _antialiased_half_size(luma),
+                                          self.densify_params.seed_min_confidence, pool=blur_rates)
         if blur is not None and self.end_defocus:
             fit = replace(fit, end_depth_m=end_defocus_depth(fit, blur, diopters))
         relative_error = None
@@ -640,6 +640,33 @@ def _replicate_to(planes: torch.Tensor, height: int, width: int) -> torch.Tensor
     if (rows, cols) == (height, width):
         return planes  # F.pad copies even when it pads nothing
     return F.pad(planes[None], (0, width - cols, 0, height - rows), mode="replicate")[0]
+
+
+def _antialiased_half_size(luma: torch.Tensor) -> torch.Tensor:
+    """(N, H // 2, W // 2) 2x2 means of (N, H, W) planes first blurred by [1 2 1] / 4 along each axis: a
+    [1 3 3 1] / 8 decimation, for relative blur.
+
+    The 2x2 mean alone lets a fine texture's harmonics above the half size's
+    Nyquist alias to low frequencies in the sharp frame and not in the blurred
+    one; relative blur, which compares the two, then reads a moire. Seeds
+    1000-1019, 5-frame sim: the end-of-sweep pixels' error about their scene's
+    median 0.122 -> 0.069 on seed 1008's checkered wall; dense AbsRel 0.0555 ->
+    0.0548, 10 frames 0.0433 -> 0.0403, simfit 0.0731 -> 0.0714 and 0.0437 -> 0.0424;
+    seeds 2000-2009 0.0788 -> 0.0753, simfit 0.0834 -> 0.0778. Also for the focus
+    measure's coarse band it cost nyu_far 0.1031 -> 0.1114, so that keeps the 2x2 mean.
+    """
+    count, height, width = luma.shape
+    half = luma.new_empty((count, height // 2, width // 2))
+    if opencv_applies(luma):
+        blurred = np.empty((height, width), dtype=np.float32)
+        for index in range(count):
+            cv2.GaussianBlur(luma[index].numpy(), (3, 3), 0, dst=blurred, borderType=cv2.BORDER_REPLICATE)
+            _half_mean(blurred, half[index].numpy())
+        return half
+    taps = torch.tensor([0.25, 0.5, 0.25], device=luma.device)
+    planes = F.pad(luma[:, None], (1, 1, 1, 1), mode="replicate")
+    planes = F.conv2d(F.conv2d(planes, taps.view(1, 1, 1, 3)), taps.view(1, 1, 3, 1))[:, 0]
+    return torch.div(sum_pool_2x2(planes), 4.0, out=half)
 
 
 def _half_mean(plane: np.ndarray, out: np.ndarray) -> None:

@@ -268,3 +268,21 @@ def test_a_focus_peak_whose_window_straddles_a_depth_step_anchors_the_fill_but_i
     demoted = without_rule.measured & ~with_rule.measured
     assert demoted.any() and not (with_rule.measured & ~without_rule.measured).any()
     assert np.all(with_rule.confidence[demoted] < without_rule.confidence[demoted])
+
+
+@pytest.mark.parametrize("use_opencv", [True, False], ids=["opencv", "torch"])
+def test_relative_blur_planes_are_decimated_through_1_3_3_1_so_fine_texture_does_not_alias(use_opencv, monkeypatch):
+    """A cosine of 0.4 cycles/px (above the half size's Nyquist, 0.25) comes through a 2x2 mean with
+    |cos(0.4 pi)| = 0.309 of its amplitude, aliased to 0.2 cycles/half-size px; through [1 3 3 1] / 8 with
+    cos(0.4 pi)^3 = 0.0295. A constant stays itself."""
+    monkeypatch.setattr(focus_backend, "opencv_applies", lambda planes: use_opencv)
+    columns = np.arange(640)
+    cosine = 0.5 + 0.4 * np.cos(2 * np.pi * 0.4 * (columns + 0.5))
+    planes = torch.from_numpy(np.stack([np.tile(cosine, (480, 1)), np.full((480, 640), 0.3)]).astype(np.float32))
+    half = focus_backend._antialiased_half_size(planes).numpy()
+    assert half.shape == (2, 240, 320)
+    np.testing.assert_allclose(half[1], 0.3, atol=1e-6)
+    inner = half[0, :, 4:-4] - 0.5  # away from the replicated border
+    box = planes[0, :, :640].reshape(480, 320, 2).mean(-1).numpy()[::2, 4:-4] - 0.5
+    assert np.abs(box).max() == pytest.approx(0.4 * abs(np.cos(0.4 * np.pi)), rel=0.02)
+    assert np.abs(inner).max() == pytest.approx(0.4 * abs(np.cos(0.4 * np.pi)) ** 3, rel=0.05)
