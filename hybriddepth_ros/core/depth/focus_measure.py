@@ -654,6 +654,7 @@ def _antialiased_half_size(luma: torch.Tensor) -> torch.Tensor:
     0.0548, 10 frames 0.0433 -> 0.0403, simfit 0.0731 -> 0.0714 and 0.0437 -> 0.0424;
     seeds 2000-2009 0.0788 -> 0.0753, simfit 0.0834 -> 0.0778. Also for the focus
     measure's coarse band it cost nyu_far 0.1031 -> 0.1114, so that keeps the 2x2 mean.
+    1.4 ms a 5x480x640 stack on the CPU (one thread).
     """
     count, height, width = luma.shape
     half = luma.new_empty((count, height // 2, width // 2))
