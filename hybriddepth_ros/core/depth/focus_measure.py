@@ -84,10 +84,10 @@ edge's depth, not its own."""
 DEPTH_EDGE_SPREAD = 0.1
 """A focus peak whose 3x3 neighbours' peaks (on the fill's grid) span more than this share of depth has a
 window across a depth edge, which mixes two surfaces: it still anchors the fill, as an indirect anchor,
-but is not counted measured (depth_edge_peaks). Measured AbsRel, seeds 1000-1019 without -> with: sim 5
-frames 0.0273 -> 0.0194 (measured share 0.471 -> 0.443), 10 frames 0.0162 -> 0.0137, simfit 0.0244 ->
-0.0198; seeds 2000-2009 sim 5 frames 0.0293 -> 0.0212. Spread 0.05 / 0.2: 0.0163 / 0.0227 at shares
-0.390 / 0.460. Dense depth is the same; its most confident half gains (simfit 5 frames half 0.51 -> 0.50)."""
+but is not counted measured (depth_edge_peaks). Measured AbsRel at 85d16e2, seeds 1000-1019, without ->
+with: sim 5 frames 0.0273 -> 0.0194 (measured share 0.471 -> 0.443), 10 frames 0.0162 -> 0.0137, simfit
+0.0244 -> 0.0198; seeds 2000-2009 sim 5 frames 0.0293 -> 0.0212. Spread 0.05 / 0.2: 0.0163 / 0.0227 at
+shares 0.390 / 0.460. Dense depth is the same; its most confident half gains (simfit 5 frames 0.51 -> 0.50)."""
 DEFAULT_FRONT_EDGE = True
 """In the dense path, a flat pixel whose focus peak is nearer than every textured anchor around it anchors
 the fill at that depth (front_edge_pixels). Seeds 1000-1019 (tools/evaluate_weight_free.py), dense AbsRel
