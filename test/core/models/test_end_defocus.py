@@ -1,6 +1,8 @@
 """Depth from relative blur between neighbouring frames (end-of-sweep pixels, measured peaks blended
 with it): known answers on thin-lens renders."""
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from hybriddepth_ros.core.models.focus_measure import (
     end_defocus_depth,
     luminance,
     relative_blur_px2,
+    sharpest_at_end,
 )
 from hybriddepth_ros.core.sim.scene import make_scene
 from hybriddepth_ros.core.sim.thin_lens import render_focal_stack
@@ -90,6 +93,33 @@ def test_only_end_of_sweep_pixels_are_re_estimated():
     # Kept between the last frame (5 m) and the midpoint to its neighbour (0.59 D).
     assert float(refined[last].max()) <= FOCUS_M[-1] * (1 + 1e-5)
     assert float(refined[last].min()) >= 1.0 / (0.5 * (1 / FOCUS_M[-1] + 1 / FOCUS_M[-2])) * (1 - 1e-5)
+
+
+def test_end_of_sweep_blur_next_to_a_nearer_surface_is_fitted_over_end_of_sweep_pixels_alone():
+    """Far-plane pixels within 4 px of the step: a window over all pixels takes in the near plane's
+    texture, whose blur runs the other way between the last two frames (measured: -0.74 px^2 against the
+    far plane's -1.36); over the end-of-sweep pixels alone it reads -1.02, and the depth (2.86 m) 2.28 m
+    instead of 2.09 m."""
+    stack = _two_planes()
+    luma, diopters, fit = _peak_fit(stack)
+    blur = RelativeBlur.calibrate(fit, VertexPairs.of(fit, diopters), luma, min_confidence=0.5)
+    last = sharpest_at_end(fit, len(FOCUS_M) - 1)
+    band = torch.zeros_like(last)
+    band[:, WIDTH // 2:WIDTH // 2 + 4] = True
+    interior = torch.zeros_like(last)
+    interior[:, 3 * WIDTH // 4:] = True
+    far_px2 = float(blur.end_blur_px2[1][last & interior].median())
+    masked_px2 = float(blur.end_blur_px2[1][last & band].median())
+    whole_window_px2 = float(blur.blur_px2[-1][last & band].median())
+    assert far_px2 < 0 and abs(masked_px2 / far_px2 - 1) < 0.3, (masked_px2, far_px2)
+    assert abs(whole_window_px2 / far_px2 - 1) > 0.4, (whole_window_px2, far_px2)
+
+    def band_error(relative_blur):
+        depth_m = end_defocus_depth(fit, relative_blur, diopters)
+        return float(((depth_m - FAR_PLANE_M).abs() / FAR_PLANE_M)[last & band].median())
+
+    whole_window = replace(blur, end_blur_px2=torch.stack([blur.blur_px2[0], blur.blur_px2[-1]]))
+    assert band_error(blur) < 0.22 and band_error(whole_window) > 0.25, (band_error(blur), band_error(whole_window))
 
 
 def test_without_measured_pixels_to_calibrate_the_bound_is_kept():
