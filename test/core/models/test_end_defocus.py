@@ -19,6 +19,7 @@ from hybriddepth_ros.core.models.focus_measure import (
     end_defocus_depth,
     luminance,
     relative_blur_px2,
+    same_side_blur_px2,
     sharpest_at_end,
 )
 from hybriddepth_ros.core.sim.scene import make_scene
@@ -120,6 +121,27 @@ def test_end_of_sweep_blur_next_to_a_nearer_surface_is_fitted_over_end_of_sweep_
 
     whole_window = replace(blur, end_blur_px2=torch.stack([blur.blur_px2[0], blur.blur_px2[-1]]))
     assert band_error(blur) < 0.22 and band_error(whole_window) > 0.25, (band_error(blur), band_error(whole_window))
+
+
+def test_calibration_pixels_next_to_a_depth_step_are_fitted_over_their_own_blur_configuration():
+    """Near-plane calibration pixels (vertex between the last two frames) within 4 px of the step to the
+    far plane: the whole window's blur takes in the far plane's, which runs the other way (measured 0.96
+    px^2 against the near interior's 1.24); over the pixels of the same pair and side it reads 1.18."""
+    stack = _two_planes()
+    luma, diopters, fit = _peak_fit(stack)
+    pairs = VertexPairs.of(fit, diopters)
+    calibration = (fit.confidence >= 0.5) & (pairs.near_d < 0.35 * pairs.step)
+    same_side = same_side_blur_px2(luma, pairs, calibration, window_px=9)
+    whole_window = RelativeBlur.calibrate(fit, pairs, luma, min_confidence=0.5).blur_px2[len(FOCUS_M) - 2]
+    last_pair = calibration & (pairs.pair == len(FOCUS_M) - 2)
+    band, interior = torch.zeros_like(last_pair), torch.zeros_like(last_pair)
+    band[:, WIDTH // 2 - 4:WIDTH // 2] = True
+    interior[:, :WIDTH // 4] = True
+    near_px2 = float(same_side[last_pair & interior].median())
+    assert near_px2 > 0 and int((last_pair & band).sum()) >= 20
+    assert abs(float(same_side[last_pair & band].median()) / near_px2 - 1) < 0.1
+    assert abs(float(whole_window[last_pair & band].median()) / near_px2 - 1) > 0.15
+    assert float(same_side[~calibration].abs().max()) == 0.0  # only the pixels asked for
 
 
 def test_without_measured_pixels_to_calibrate_the_bound_is_kept():
