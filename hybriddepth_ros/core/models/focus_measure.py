@@ -402,8 +402,21 @@ def relative_blur_px2(
     The standard error is the fit's, its residuals taken as independent over the window.
     `over` (optional, (H, W) bool): the window's sums run over these pixels only.
     """
-    laplacian, difference = _heat_equation_terms(sharper, blurrier)
-    products = torch.stack([laplacian * difference, laplacian * laplacian, difference * difference])
+    return _fit_relative_blur(heat_equation_products(sharper, blurrier), window_px, over)
+
+
+def heat_equation_products(sharper: torch.Tensor, blurrier: torch.Tensor) -> torch.Tensor:
+    """(3, H, W): the Laplacian of the planes' mean (replicated border) L and their difference D, as
+    L * D, L * L and D * D, the per-pixel terms of relative_blur_px2's fit."""
+    mean = 0.5 * (sharper + blurrier)
+    padded = F.pad(mean[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    laplacian = padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:] - 4.0 * mean
+    difference = blurrier - sharper
+    return torch.stack([laplacian * difference, laplacian * laplacian, difference * difference])
+
+
+def _fit_relative_blur(products: torch.Tensor, window_px: int, over: torch.Tensor | None = None):
+    """relative_blur_px2 from heat_equation_products."""
     if over is not None:
         products = products * over.to(products.dtype)
     sums = box_mean(products, window_px)
@@ -412,17 +425,11 @@ def relative_blur_px2(
     return 2.0 * sums[0] / laplacian_energy, 2.0 * torch.sqrt(residual / laplacian_energy / window_px**2)
 
 
-def _heat_equation_terms(sharper: torch.Tensor, blurrier: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The Laplacian of the planes' mean (replicated border) and their difference, (H, W) each."""
-    mean = 0.5 * (sharper + blurrier)
-    padded = F.pad(mean[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
-    laplacian = padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:] - 4.0 * mean
-    return laplacian, blurrier - sharper
-
-
-def same_side_blur_px2(luma: torch.Tensor, pairs: "VertexPairs", pixels: torch.Tensor, window_px: int) -> torch.Tensor:
+def same_side_blur_px2(products: list[torch.Tensor], pairs: "VertexPairs", pixels: torch.Tensor,
+                       window_px: int) -> torch.Tensor:
     """(H, W): at `pixels`, the relative blur of their vertex's pair (relative_blur_px2's sign) fitted over
     the pixels of the window whose vertex lies in the same pair on the same side (0 elsewhere).
+    products: heat_equation_products of each pair of neighbouring frames.
 
     A window across a depth edge takes in pixels in another blur configuration, whose blur between the
     two frames differs or runs the other way. Calibrating c on such fits while end_blur_px2 excludes them
@@ -432,17 +439,15 @@ def same_side_blur_px2(luma: torch.Tensor, pairs: "VertexPairs", pixels: torch.T
     4-5 ms a 5-frame 240x320 stack, 10-12 ms a 10-frame one (one thread).
     """
     has_pair = torch.isfinite(pairs.step)
-    blur_px2 = torch.zeros_like(luma[0])
-    for index in range(luma.shape[0] - 1):
+    blur_px2 = torch.zeros_like(products[0][0])
+    for index, pair_products in enumerate(products):
         in_pair = has_pair & (pairs.pair == index)
         if not bool((pixels & in_pair).any()):
             continue
-        laplacian, difference = _heat_equation_terms(luma[index], luma[index + 1])
-        products = torch.stack([laplacian * difference, laplacian * laplacian])
         for side in (in_pair & (pairs.sharper_sign > 0), in_pair & (pairs.sharper_sign < 0)):
             wanted = pixels & side
             if bool(wanted.any()):
-                sums = box_mean(products * side, window_px)
+                sums = box_mean(pair_products[:2] * side, window_px)
                 blur_px2 = torch.where(wanted, 2.0 * sums[0] / sums[1].clamp(min=1e-12), blur_px2)
     return blur_px2
 
@@ -484,11 +489,12 @@ class RelativeBlur:
         enough = int(calibration.sum()) >= RELATIVE_BLUR_MIN_CALIBRATION_PX
         if not enough and (pool is None or pool.rate_px2 is None):
             return None
-        fits = [relative_blur_px2(luma[index], luma[index + 1], window_px) for index in range(count - 1)]
+        products = [heat_equation_products(luma[index], luma[index + 1]) for index in range(count - 1)]
+        fits = [_fit_relative_blur(pair_products, window_px) for pair_products in products]
         blur_px2 = torch.stack([blur for blur, _ in fits])
         own_rate_px2 = None
         if enough:
-            measured_blur = same_side_blur_px2(luma, pairs, calibration, window_px)[calibration]
+            measured_blur = same_side_blur_px2(products, pairs, calibration, window_px)[calibration]
             measured_blur = measured_blur * pairs.sharper_sign[calibration]
             near_d = pairs.near_d[calibration]
             g = (pairs.step[calibration] - near_d) ** 2 - near_d**2
@@ -501,7 +507,7 @@ class RelativeBlur:
         # A window across an end-of-sweep surface's outline would mix in the nearer surface, whose blur
         # runs the other way between the two frames.
         end_blur_px2 = torch.stack([
-            relative_blur_px2(luma[first], luma[first + 1], window_px, over=sharpest_at_end(fit, end))[0]
+            _fit_relative_blur(products[first], window_px, over=sharpest_at_end(fit, end))[0]
             for end, first in ((0, 0), (count - 1, count - 2))
         ])
         return cls(blur_px2, torch.stack([error for _, error in fits]), rate_px2, end_blur_px2)

@@ -17,6 +17,7 @@ from hybriddepth_ros.core.models.focus_measure import (
     VertexPairs,
     defocus_blended_depth,
     end_defocus_depth,
+    heat_equation_products,
     luminance,
     relative_blur_px2,
     same_side_blur_px2,
@@ -131,7 +132,8 @@ def test_calibration_pixels_next_to_a_depth_step_are_fitted_over_their_own_blur_
     luma, diopters, fit = _peak_fit(stack)
     pairs = VertexPairs.of(fit, diopters)
     calibration = (fit.confidence >= 0.5) & (pairs.near_d < 0.35 * pairs.step)
-    same_side = same_side_blur_px2(luma, pairs, calibration, window_px=9)
+    products = [heat_equation_products(luma[index], luma[index + 1]) for index in range(len(FOCUS_M) - 1)]
+    same_side = same_side_blur_px2(products, pairs, calibration, window_px=9)
     whole_window = RelativeBlur.calibrate(fit, pairs, luma, min_confidence=0.5).blur_px2[len(FOCUS_M) - 2]
     last_pair = calibration & (pairs.pair == len(FOCUS_M) - 2)
     band, interior = torch.zeros_like(last_pair), torch.zeros_like(last_pair)
