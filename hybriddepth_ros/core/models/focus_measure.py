@@ -415,7 +415,8 @@ def heat_equation_products(sharper: torch.Tensor, blurrier: torch.Tensor) -> tor
     return torch.stack([laplacian * difference, laplacian * laplacian, difference * difference])
 
 
-def _fit_relative_blur(products: torch.Tensor, window_px: int, over: torch.Tensor | None = None):
+def _fit_relative_blur(products: torch.Tensor, window_px: int,
+                       over: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """relative_blur_px2 from heat_equation_products."""
     if over is not None:
         products = products * over.to(products.dtype)
