@@ -390,7 +390,7 @@ blur configuration of end-of-sweep pixels, which lie within half a step of the e
 
 
 def relative_blur_px2(
-    sharper: torch.Tensor, blurrier: torch.Tensor, window_px: int, over: torch.Tensor | None = None
+    sharper: torch.Tensor, blurrier: torch.Tensor, window_px: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(H, W) how much more blur `blurrier` has than `sharper` ((H, W) planes): its variance in px^2,
     and that estimate's standard error.
@@ -400,9 +400,8 @@ def relative_blur_px2(
     difference of the planes to half the Laplacian of their mean, over a window.
     The texture cancels; v is negative where `blurrier` is in fact the sharper.
     The standard error is the fit's, its residuals taken as independent over the window.
-    `over` (optional, (H, W) bool): the window's sums run over these pixels only.
     """
-    return _fit_relative_blur(heat_equation_products(sharper, blurrier), window_px, over)
+    return _fit_relative_blur(heat_equation_products(sharper, blurrier), window_px)
 
 
 def heat_equation_products(sharper: torch.Tensor, blurrier: torch.Tensor) -> torch.Tensor:
@@ -417,7 +416,8 @@ def heat_equation_products(sharper: torch.Tensor, blurrier: torch.Tensor) -> tor
 
 def _fit_relative_blur(products: torch.Tensor, window_px: int,
                        over: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """relative_blur_px2 from heat_equation_products."""
+    """relative_blur_px2 from heat_equation_products; `over` (optional, (H, W) bool): the window's sums
+    run over these pixels only."""
     if over is not None:
         products = products * over.to(products.dtype)
     sums = box_mean(products, window_px)
@@ -462,7 +462,7 @@ class RelativeBlur:
     rate_px2: c in v = c * ((s - d)^2 - d^2) for a pixel d diopters from the
     sharper frame of a pair s diopters apart. end_blur_px2: (2, H, W), the
     first and the last pair's blur fitted over the pixels sharpest in that end
-    frame alone (sharpest_at_end), for end_defocus_depth.
+    frame alone (end_frame_pairs, sharpest_at_end), for end_defocus_depth.
     """
 
     blur_px2: torch.Tensor
@@ -508,8 +508,8 @@ class RelativeBlur:
         # A window across an end-of-sweep surface's outline would mix in the nearer surface, whose blur
         # runs the other way between the two frames.
         end_blur_px2 = torch.stack([
-            _fit_relative_blur(products[first], window_px, over=sharpest_at_end(fit, end))[0]
-            for end, first in ((0, 0), (count - 1, count - 2))
+            _fit_relative_blur(products[min(end, neighbour)], window_px, over=sharpest_at_end(fit, end))[0]
+            for end, neighbour in end_frame_pairs(count)
         ])
         return cls(blur_px2, torch.stack([error for _, error in fits]), rate_px2, end_blur_px2)
 
@@ -644,6 +644,12 @@ def defocus_blended_depth(fit: PeakFit, pairs: VertexPairs, blur: RelativeBlur, 
     return torch.where(blended_here, depth_m, fit.depth_m), error_d
 
 
+def end_frame_pairs(count: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(end frame, its neighbour) for the first and the last frame of a `count`-frame sweep, in
+    RelativeBlur.end_blur_px2's order."""
+    return (0, 1), (count - 1, count - 2)
+
+
 def sharpest_at_end(fit: PeakFit, end: int) -> torch.Tensor:
     """(H, W) bool: the pixels sharpest in frame `end` (0 or the last), which have an end-of-sweep bound."""
     return torch.isfinite(fit.end_depth_m) & (fit.peak_index == end)
@@ -670,7 +676,7 @@ def end_defocus_depth(fit: PeakFit, blur: RelativeBlur, diopters: torch.Tensor) 
     """
     count = diopters.shape[0]
     refined = fit.end_depth_m.clone()
-    for which, (end, neighbour) in enumerate(((0, 1), (count - 1, count - 2))):
+    for which, (end, neighbour) in enumerate(end_frame_pairs(count)):
         at_end = sharpest_at_end(fit, end)
         if not bool(at_end.any()):
             continue
