@@ -259,9 +259,9 @@ class FocusMeasureBackend(DepthBackend):
         timings_s: dict[str, float] = {}
         start_s = time.perf_counter()
         half_window_px = (self.dff.window_px // 2) | 1
-        luma, half_luma, fine = _half_size_planes(frames)
+        luma, fine = _half_size_planes(frames)
         if self.coarse_band_weight > 0:
-            fine = fine + self.coarse_band_weight * modified_laplacian(half_luma)
+            fine = fine + self.coarse_band_weight * modified_laplacian(sum_pool_2x2(luma) / 4.0)
         focus = box_mean(fine, half_window_px)
         timings_s["focus_measure"] = time.perf_counter() - start_s
 
@@ -596,8 +596,8 @@ def _gather_blocks(planes: torch.Tensor, index: torch.Tensor, height: int, width
     return result
 
 
-def _half_size_planes(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Luminance in [0, 1] (N, H, W) of (N, H, W, 3) uint8 frames, its 2x2 means and the 2x2 means of its modified Laplacian.
+def _half_size_planes(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Luminance in [0, 1] (N, H, W) of (N, H, W, 3) uint8 frames and the 2x2 means of its modified Laplacian.
 
     Frame by frame, so that each step's temporaries are one frame's: on a
     5x480x640 stack the whole-stack version spent 20-30 ms of its 40-50 ms in
@@ -606,23 +606,20 @@ def _half_size_planes(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
     """
     count, height, width = frames.shape[:3]
     luma = frames.new_empty((count, height, width), dtype=torch.float32)
-    half_luma = frames.new_empty((count, height // 2, width // 2), dtype=torch.float32)
-    fine = torch.empty_like(half_luma)
+    fine = frames.new_empty((count, height // 2, width // 2), dtype=torch.float32)
     if opencv_applies(luma):
         weights = np.array([LUMA_WEIGHTS], dtype=np.float32) / 255.0
         for index in range(count):
             plane = luma[index].numpy()
             cv2.transform(frames[index].numpy().astype(np.float32), weights, dst=plane[..., None])
-            _half_mean(plane, half_luma[index].numpy())
             _half_mean(modified_laplacian(luma[index][None])[0].numpy(), fine[index].numpy())
-        return luma, half_luma, fine
+        return luma, fine
     weights = _luma_weights(frames.device, 1.0 / 255.0)
     for index in range(count):
         plane = luma[index]
         torch.matmul(frames[index].float(), weights, out=plane)
-        torch.div(sum_pool_2x2(plane), 4.0, out=half_luma[index])
         torch.div(sum_pool_2x2(modified_laplacian(plane[None])[0]), 4.0, out=fine[index])
-    return luma, half_luma, fine
+    return luma, fine
 
 
 def _blocks_to_pixels(blocks: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -653,7 +650,7 @@ def _antialiased_half_size(luma: torch.Tensor) -> torch.Tensor:
     median 0.122 -> 0.069 on seed 1008's checkered wall; dense AbsRel 0.0555 ->
     0.0548, 10 frames 0.0433 -> 0.0403, simfit 0.0731 -> 0.0714 and 0.0437 -> 0.0424;
     seeds 2000-2009 0.0788 -> 0.0753, simfit 0.0834 -> 0.0778. Also for the focus
-    measure's coarse band it cost nyu_far 0.1031 -> 0.1114, so that keeps the 2x2 mean.
+    measure's coarse band it cost nyu_far 0.1031 -> 0.1114, so that keeps the 2x2 mean (_dense).
     1.4 ms a 5x480x640 stack on the CPU (one thread).
     """
     count, height, width = luma.shape
