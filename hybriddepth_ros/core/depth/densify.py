@@ -9,7 +9,9 @@ the torch device, guided by the all-in-focus image:
 over inverse depth u (diopters), where t_i is the measured inverse depth, c_i
 its confidence (0 where nothing was measured) and w_ij = exp(-|g_i - g_j|^2 /
 (2 sigma^2)) falls across colour edges of the guide g, so depth does not leak
-from one surface onto the next. A plane's inverse depth is affine in image
+from one surface onto the next; it also falls where the guide's texture
+changes (texture_coupling): a flat object in front of a textured surface of
+the same mean colour is not filled from that surface. A plane's inverse depth is affine in image
 coordinates and affine functions solve the smoothness term exactly, so a hole
 in a textured plane, slanted or not, is filled with the plane.
 
@@ -36,7 +38,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..models.focus_measure import LUMA_WEIGHTS
+from ..models.focus_measure import LUMA_WEIGHTS, box_mean, modified_laplacian
 
 DEFAULT_SEED_MIN_CONFIDENCE = 0.5
 """Measured pixels at or above this confidence anchor the solve; those below are filled like holes."""
@@ -54,7 +56,7 @@ MIN_EDGE_WEIGHT = 1e-4
 COARSEST_SIDE_PX = 24
 AGREEMENT_SCALE = 0.05
 """Relative gap between a measurement and the fill through it at which its confidence halves."""
-ITERATIONS_COARSE, ITERATIONS_PER_LEVEL, ITERATIONS_FINEST = 30, 6, 4
+ITERATIONS_COARSE, ITERATIONS_PER_LEVEL, ITERATIONS_FINEST = 60, 6, 4
 """Conjugate-gradient iterations per level: ITERATIONS_COARSE on levels whose short side is at most
 COARSE_LEVEL_SIDE_PX, ITERATIONS_FINEST on the input's size, ITERATIONS_PER_LEVEL on the others. With
 none at the finest level (the joint-upsampled solution of the next as it is) 480x640 stacks scored the
@@ -66,7 +68,12 @@ COARSE_LEVEL_SIDE_PX = 64
 across large holes, such as a flat object's inside, whose only anchors are at its outline; a few
 iterations there leave it unconverged, part way to the coarser level's blend across the outline. 30
 iterations on the 60x80 level as on the coarsest (6 before; about 2 ms more): 5-frame sim, seeds
-1000-1019, dense AbsRel 0.0692 to 0.0676; converged on every level (hundreds of iterations) 0.0663."""
+1000-1019, dense AbsRel 0.0692 to 0.0676; converged on every level (hundreds of iterations) 0.0663.
+Once texture cuts the outline (TEXTURE_SIGMA) these levels converge more slowly: 60 iterations instead
+of 30 (3 ms more, 240x320, one thread), 5-frame sim 0.0503 -> 0.0497 (seed 1012's box 0.098 -> 0.085),
+100 the same; seeds 2000-2009 0.0733 -> 0.0691. Without the texture term 60 gave 0.0521 against 0.0524.
+Converged on every level is worse (without the texture term: 0.0530): some scenes' fills gain from the
+finer levels' few iterations."""
 PROPAGATED_CONFIDENCE_SCALE = 0.5
 """A propagated pixel's confidence is at most this times its nearest measurements': below the
 anchors' own (>= seed_min_confidence 0.5), so thresholding at 0.5 keeps measured pixels only."""
@@ -168,12 +175,47 @@ class _Level:
 
 
 def _edge_weights(guide: torch.Tensor, params: DensifyParams) -> tuple[torch.Tensor, torch.Tensor]:
-    """lambda * exp(-|g_i - g_j|^2 / (2 sigma^2)) between horizontal and vertical neighbours of the full-size guide."""
+    """lambda * exp(-|g_i - g_j|^2 / (2 sigma^2)) * max(exp(-(t_i - t_j)^2 / (2 TEXTURE_SIGMA^2)), TEXTURE_MIN_FACTOR)
+    between horizontal and vertical neighbours of the full-size guide g, t its log texture energy (log_texture_energy)."""
     two_sigma_sq = 2.0 * params.guide_sigma**2
-    horizontal = torch.exp((-((guide[:, :, 1:] - guide[:, :, :-1]) ** 2).sum(0) / two_sigma_sq).clamp_(min=EXP_FLOOR))
-    vertical = torch.exp((-((guide[:, 1:, :] - guide[:, :-1, :]) ** 2).sum(0) / two_sigma_sq).clamp_(min=EXP_FLOOR))
-    return (params.smoothness * horizontal.clamp(min=MIN_EDGE_WEIGHT),
-            params.smoothness * vertical.clamp(min=MIN_EDGE_WEIGHT))
+    texture = log_texture_energy(guide) * (1.0 / (math.sqrt(2.0) * TEXTURE_SIGMA))
+    most = -math.log(TEXTURE_MIN_FACTOR)
+    horizontal = ((guide[:, :, 1:] - guide[:, :, :-1]) ** 2).sum(0) / two_sigma_sq
+    horizontal.add_(((texture[:, 1:] - texture[:, :-1]) ** 2).clamp_(max=most))
+    vertical = ((guide[:, 1:, :] - guide[:, :-1, :]) ** 2).sum(0) / two_sigma_sq
+    vertical.add_(((texture[1:, :] - texture[:-1, :]) ** 2).clamp_(max=most))
+    return (params.smoothness * horizontal.neg_().clamp_(min=EXP_FLOOR).exp_().clamp_(min=MIN_EDGE_WEIGHT),
+            params.smoothness * vertical.neg_().clamp_(min=EXP_FLOOR).exp_().clamp_(min=MIN_EDGE_WEIGHT))
+
+
+TEXTURE_WINDOW_PX = 5
+"""Side of the square over which log_texture_energy averages the guide's modified Laplacian."""
+TEXTURE_FLOOR = 0.01
+"""Added to the texture energy before the log: about a flat surface's under 1 DN of noise (0.008-0.014,
+the inside of a simulated flat box), so that noise on flat pixels is no texture edge."""
+TEXTURE_SIGMA = 0.25
+"""Difference of log texture energy between neighbours at which their coupling falls to exp(-1/2). A flat
+surface meets a textured one over a few pixels with log steps of 0.3-0.9 each (a flat box, 0.01, in
+front of a checkered wall, 0.22). A flat object's inside, anchored only at its outline, otherwise took
+much of its depth from the textured surface around it where their colours are close (seed 1012's box
+at 0.40 m filled at 0.54 m). Seeds 1000-1019, dense AbsRel without -> with 1.0, 0.5, 0.3, 0.25
+(TEXTURE_FLOOR 0.001, ITERATIONS_COARSE 30, no TEXTURE_MIN_FACTOR): 5-frame sim 0.0524 -> 0.0522, 0.0516,
+0.0505, 0.0501; 0.12: 0.0514. With TEXTURE_FLOOR 0.01 at 0.25: 0.0503, and 10-frame sim 0.0415 -> 0.0400,
+simfit 0.0680 -> 0.0646 and 0.0409 -> 0.0396, NYU protocol 0.3805 -> 0.3669 and 0.2603 -> 0.2497, at
+0.8-6 m 0.1022 -> 0.1003 and 0.1064 -> 0.1068; seeds 2000-2009, 5-frame sim 0.0730 -> 0.0733."""
+TEXTURE_MIN_FACTOR = 0.01
+"""The texture term cuts a coupling to no less than this, 100 times MIN_EDGE_WEIGHT. Uncapped, the band
+where a step edge between two flat surfaces shows as texture was cut off from both sides as strongly as
+by the colour edge, and filled half from the other side (1.24 m on the 1 m side of
+test_an_edge_in_the_guide_stops_propagation). 5-frame sim, seeds 1000-1019, with ITERATIONS_COARSE 60:
+0.0497 uncapped; 0.0498, 0.0498, 0.0499, 0.0502 for 0.003, 0.01, 0.03, 0.1."""
+
+
+def log_texture_energy(guide: torch.Tensor) -> torch.Tensor:
+    """(H, W) log of TEXTURE_FLOOR plus the mean over TEXTURE_WINDOW_PX of the modified Laplacian of the
+    (3, H, W) guide's luminance: how textured each pixel's surroundings are, on a scale of ratios."""
+    energy = box_mean(modified_laplacian(luminance(guide)[None]), TEXTURE_WINDOW_PX)[0]
+    return energy.add_(TEXTURE_FLOOR).log_()
 
 
 def _pyramid(weight: torch.Tensor, numerator: torch.Tensor, edges, guide: torch.Tensor) -> list[_Level]:
