@@ -286,3 +286,51 @@ def test_relative_blur_planes_are_decimated_through_1_3_3_1_so_fine_texture_does
     box = planes[0, :, :640].reshape(480, 320, 2).mean(-1).numpy()[::2, 4:-4] - 0.5
     assert np.abs(box).max() == pytest.approx(0.4 * abs(np.cos(0.4 * np.pi)), rel=0.02)
     assert np.abs(inner).max() == pytest.approx(0.4 * abs(np.cos(0.4 * np.pi)) ** 3, rel=0.05)
+
+
+def test_focus_window_inside_keeps_half_a_window_and_a_pixel_from_the_image_and_the_registered_areas_border():
+    valid = torch.ones(20, 30, dtype=torch.bool)
+    valid[:, 20:] = False  # unregistered from column 20 on
+    inside = focus_backend.focus_window_inside(valid, 20, 30, 5, torch.device("cpu"))
+    expected = torch.zeros(20, 30, dtype=torch.bool)
+    expected[3:17, 3:17] = True  # 5 // 2 + 1 = 3 px from the image's border and from column 20
+    assert torch.equal(inside, expected)
+    alone = focus_backend.focus_window_inside(None, 20, 30, 5, torch.device("cpu"))
+    assert torch.equal(alone[3:17, 3:27], torch.ones(14, 24, dtype=torch.bool)) and int(alone.sum()) == 14 * 24
+
+
+@pytest.mark.parametrize("restricted", [True, False])
+def test_end_of_sweep_bounds_outside_the_registered_area_do_not_anchor_the_fill(restricted, monkeypatch):
+    """A blank wall at 1.6 m beside a textured patch at 1.6 m; the left 16 columns are not registered and
+    hold texture at 0.3 m, nearer than the sweep's start (0.4 m): sharpest in the first frame, bounds. The
+    wall must be filled as if that strip were blank (1.646 m at the median either way); with bounds
+    allowed everywhere (before focus_window_inside) the strip's pulled it to 1.48 m."""
+    if not restricted:
+        monkeypatch.setattr(focus_backend, "focus_window_inside",
+                            lambda valid, rows, cols, window_px, device: torch.ones(rows, cols, dtype=torch.bool))
+    height, width = 96, 128
+    focus_m = diopter_sweep(0.4, 3.0, 8)
+    strip = np.zeros((height, width), dtype=bool)
+    strip[:, :16] = True
+    patch = np.zeros_like(strip)
+    patch[30:70, 90:] = True
+    depth_m = np.where(strip, 0.3, 1.6).astype(np.float32)
+    wall = np.zeros_like(strip)
+    wall[10:86, 30:80] = True
+
+    def wall_median_m(strip_textured: bool) -> float:
+        rgb = np.full((height, width, 3), (200, 190, 170), dtype=np.uint8)
+        rgb[patch] = _noise_texture(height, width)[patch]
+        if strip_textured:
+            rgb[strip] = _noise_texture(height, width, seed=3)[strip]
+        frames = render_focal_stack(rgb, depth_m, focus_m, DEFAULT_SIMULATED_LENS, noise_std=1.0, seed=0)
+        stack = FocalStack(frames, focus_m, CameraIntrinsics.from_lens(DEFAULT_SIMULATED_LENS, width, height),
+                           valid_mask=~strip).validate()
+        return float(np.median(FocusMeasureBackend(device="cpu").estimate(stack).depth_m[wall]))
+
+    blank, textured = wall_median_m(False), wall_median_m(True)
+    assert blank == pytest.approx(1.6, rel=0.05)
+    if restricted:
+        assert textured == pytest.approx(blank, rel=0.005), (textured, blank)
+    else:
+        assert textured < 0.95 * blank, (textured, blank)
