@@ -469,6 +469,7 @@ class RelativeBlur:
     blur_error_px2: torch.Tensor
     rate_px2: float
     end_blur_px2: torch.Tensor
+    end_blur_error_px2: torch.Tensor
 
     @classmethod
     def calibrate(cls, fit: PeakFit, pairs: "VertexPairs", luma: torch.Tensor, min_confidence: float,
@@ -507,11 +508,10 @@ class RelativeBlur:
             return None
         # A window across an end-of-sweep surface's outline would mix in the nearer surface, whose blur
         # runs the other way between the two frames.
-        end_blur_px2 = torch.stack([
-            _fit_relative_blur(products[min(end, neighbour)], window_px, over=sharpest_at_end(fit, end))[0]
-            for end, neighbour in end_frame_pairs(count)
-        ])
-        return cls(blur_px2, torch.stack([error for _, error in fits]), rate_px2, end_blur_px2)
+        end_fits = [_fit_relative_blur(products[min(end, neighbour)], window_px, over=sharpest_at_end(fit, end))
+                    for end, neighbour in end_frame_pairs(count)]
+        return cls(blur_px2, torch.stack([error for _, error in fits]), rate_px2,
+                   torch.stack([blur for blur, _ in end_fits]), torch.stack([error for _, error in end_fits]))
 
     def offset_from_sharper(self, pair: torch.Tensor, sharper_sign: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
         """(H, W) d = s / 2 - v / (2 c s) for each pixel's pair (index (H, W)), its sharper frame's sign, step."""
@@ -653,6 +653,18 @@ def end_frame_pairs(count: int) -> tuple[tuple[int, int], tuple[int, int]]:
 def sharpest_at_end(fit: PeakFit, end: int) -> torch.Tensor:
     """(H, W) bool: the pixels sharpest in frame `end` (0 or the last), which have an end-of-sweep bound."""
     return torch.isfinite(fit.end_depth_m) & (fit.peak_index == end)
+
+
+def end_defocus_error_d(fit: PeakFit, blur: RelativeBlur, diopters: torch.Tensor) -> torch.Tensor:
+    """(H, W) standard error in diopters of end_defocus_depth's offset (end_blur_error_px2 over 2 c s), NaN
+    where no pixel is sharpest in an end frame."""
+    count = diopters.shape[0]
+    error_d = torch.full_like(fit.end_depth_m, torch.nan)
+    for which, (end, neighbour) in enumerate(end_frame_pairs(count)):
+        step = abs(float(diopters[neighbour]) - float(diopters[end]))
+        error_d = torch.where(sharpest_at_end(fit, end), blur.end_blur_error_px2[which] / (2 * blur.rate_px2 * step),
+                              error_d)
+    return error_d
 
 
 def end_defocus_depth(fit: PeakFit, blur: RelativeBlur, diopters: torch.Tensor) -> torch.Tensor:
