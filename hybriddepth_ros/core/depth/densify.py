@@ -9,11 +9,12 @@ the torch device, guided by the all-in-focus image:
 over inverse depth u (diopters), where t_i is the measured inverse depth, c_i
 its confidence (0 where nothing was measured) and w_ij = exp(-|g_i - g_j|^2 /
 (2 sigma^2)) falls across colour edges of the guide g, so depth does not leak
-from one surface onto the next; it also falls where the guide's texture
-changes (texture_coupling): a flat object in front of a textured surface of
-the same mean colour is not filled from that surface. A plane's inverse depth is affine in image
-coordinates and affine functions solve the smoothness term exactly, so a hole
-in a textured plane, slanted or not, is filled with the plane.
+from one surface onto the next. It also falls where the guide's texture
+changes (log_texture_energy, TEXTURE_SIGMA), so a flat object in front of a
+textured surface of about its mean colour is not filled from that surface.
+A plane's inverse depth is affine in image coordinates and affine functions
+solve the smoothness term exactly, so a hole in a textured plane, slanted or
+not, is filled with the plane.
 
 Confidence of a propagated pixel comes from a second field solved with the same
 edge-aware weights plus a decay term (a screened Poisson equation): the

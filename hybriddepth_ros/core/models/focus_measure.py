@@ -462,7 +462,8 @@ class RelativeBlur:
     rate_px2: c in v = c * ((s - d)^2 - d^2) for a pixel d diopters from the
     sharper frame of a pair s diopters apart. end_blur_px2: (2, H, W), the
     first and the last pair's blur fitted over the pixels sharpest in that end
-    frame alone (end_frame_pairs, sharpest_at_end), for end_defocus_depth.
+    frame alone (end_frame_pairs, sharpest_at_end), for end_defocus_depth;
+    end_blur_error_px2: its standard error, for end_defocus_error_d.
     """
 
     blur_px2: torch.Tensor
@@ -656,8 +657,8 @@ def sharpest_at_end(fit: PeakFit, end: int) -> torch.Tensor:
 
 
 def end_defocus_error_d(fit: PeakFit, blur: RelativeBlur, diopters: torch.Tensor) -> torch.Tensor:
-    """(H, W) standard error in diopters of end_defocus_depth's offset (end_blur_error_px2 over 2 c s), NaN
-    where no pixel is sharpest in an end frame."""
+    """(H, W) standard error in diopters of end_defocus_depth's offset from the end frame (end_blur_error_px2
+    over 2 c s) at the pixels sharpest in an end frame (sharpest_at_end), NaN elsewhere."""
     count = diopters.shape[0]
     error_d = torch.full_like(fit.end_depth_m, torch.nan)
     for which, (end, neighbour) in enumerate(end_frame_pairs(count)):
