@@ -361,8 +361,14 @@ def occluder_peak_curves(
     for index in range(count):
         valley = torch.minimum(valley, frames[index] + (nearest >= index).to(dtype) * _FAR_ABOVE)
         torch.minimum(frames[index], valley, out=cut[index])
+    return cut, two_peaked(focus, cut, min_rise)
+
+
+def two_peaked(focus: torch.Tensor, cut: torch.Tensor, min_rise: float = OCCLUDER_MIN_RISE) -> torch.Tensor:
+    """(H, W) bool: curves `focus` (N, H, W) that rise again above their cut (occluder_peak_curves) by at
+    least `min_rise` of their highest value."""
     rise = (focus - cut).amax(0)
-    return cut, (rise > 0) & (rise >= min_rise * highest)
+    return (rise > 0) & (rise >= min_rise * focus.amax(0))
 
 
 def _parabola_vertex(x0, y0, x1, y1, x2, y2) -> torch.Tensor:
