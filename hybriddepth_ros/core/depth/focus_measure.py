@@ -368,13 +368,11 @@ class FocusMeasureBackend(DepthBackend):
         measured = dense.measured & ~indirect
         filled_confidence = torch.where(indirect_anchor, INDIRECT_ANCHOR_CONFIDENCE_SCALE * dense.confidence, dense.confidence)
         if relative_error is not None:
-            expected = torch.nan_to_num(relative_error, nan=0.0) / EXPECTED_ERROR_SCALE
-            filled_confidence = torch.where(dense.measured, filled_confidence / (1.0 + expected * expected),
-                                            filled_confidence)
-        if bound_error is not None:  # NaN but at bounds
-            expected = torch.nan_to_num(bound_error, nan=0.0) / BOUND_EXPECTED_ERROR_SCALE
-            filled_confidence = torch.where(indirect_anchor, filled_confidence / (1.0 + expected * expected),
-                                            filled_confidence)
+            filled_confidence = _lowered_by_expected_error(filled_confidence, relative_error, EXPECTED_ERROR_SCALE,
+                                                           dense.measured)
+        if bound_error is not None:
+            filled_confidence = _lowered_by_expected_error(filled_confidence, bound_error, BOUND_EXPECTED_ERROR_SCALE,
+                                                           indirect_anchor)
         inside = dense.measured.numel() if valid is None else int(valid.sum())
         diagnostics: dict[str, float | str] = {"measured_fraction": float(measured.sum()) / max(inside, 1)}
         if not bool(dense.measured.any()):
@@ -438,6 +436,14 @@ class FocusMeasureBackend(DepthBackend):
         confidence_np = confidence.cpu().numpy().astype(np.float32, copy=False)
         measured_np = (measured & torch.isfinite(depth_m)).cpu().numpy()
         return DepthResult(depth_np, confidence_np, timings_s, diagnostics, measured_np)
+
+
+def _lowered_by_expected_error(confidence: torch.Tensor, relative_error: torch.Tensor, scale: float,
+                               where: torch.Tensor) -> torch.Tensor:
+    """`confidence` divided by 1 + (relative_error / scale)^2 at `where`, unchanged elsewhere and where the
+    error is NaN (no estimate)."""
+    expected = torch.nan_to_num(relative_error, nan=0.0) / scale
+    return torch.where(where, confidence / (1.0 + expected * expected), confidence)
 
 
 def focus_window_inside(valid: torch.Tensor | None, rows: int, cols: int, window_px: int,

@@ -101,6 +101,18 @@ def _exact_fill(depth_m, confidence, guide, params):
     return (1.0 / x).float()
 
 
+def _anchored_plane_and_outline(square, inside, outline_share, confidence_value):
+    """Anchors (depth m, confidence) of a flat square (bool (H, W)) in front of a plane at 3 m: the plane
+    anchored everywhere outside `square`, the square at 0.5 m at a seeded `outline_share` of its outline band
+    (square minus `inside`), nothing inside."""
+    outline = square & ~inside
+    sparse_outline = outline & (np.random.default_rng(0).random(square.shape) < outline_share)
+    depth_m = torch.full(square.shape, 3.0)
+    depth_m[torch.from_numpy(sparse_outline)] = 0.5
+    depth_m[torch.from_numpy(outline & ~sparse_outline | inside)] = torch.nan
+    return depth_m, torch.where(torch.isfinite(depth_m), confidence_value, 0.0)
+
+
 def test_a_large_hole_anchored_only_at_its_outline_is_filled_near_the_exact_minimiser():
     """A flat square covering half the image, anchored at 5 % of its 3 px outline band (0.5 m) inside a
     textured plane at 3 m: what the flat objects of simulated scenes look like to the fill. Its inside
@@ -113,12 +125,7 @@ def test_a_large_hole_anchored_only_at_its_outline_is_filled_near_the_exact_mini
     rgb[square] = (150, 120, 90)
     inside = np.zeros_like(square)
     inside[23:97, 43:117] = True
-    outline = square & ~inside
-    sparse_outline = outline & (np.random.default_rng(0).random(square.shape) < 0.05)
-    depth_m = torch.full((height, width), 3.0)
-    depth_m[torch.from_numpy(sparse_outline)] = 0.5
-    depth_m[torch.from_numpy(outline & ~sparse_outline | inside)] = torch.nan
-    confidence = torch.where(torch.isfinite(depth_m), 1.0, 0.0)
+    depth_m, confidence = _anchored_plane_and_outline(square, inside, 0.05, 1.0)
     guide = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
     params = DensifyParams()
 
@@ -144,12 +151,7 @@ def test_a_flat_object_in_front_of_a_texture_of_its_own_mean_colour_is_filled_fr
     rgb[square] = np.rint(rgb[~square].mean(0))
     inside = np.zeros_like(square)
     inside[33:87, 53:107] = True
-    outline = square & ~inside
-    sparse_outline = outline & (np.random.default_rng(0).random(square.shape) < 0.1)
-    depth_m = torch.full((height, width), 3.0)
-    depth_m[torch.from_numpy(sparse_outline)] = 0.5
-    depth_m[torch.from_numpy(outline & ~sparse_outline | inside)] = torch.nan
-    confidence = torch.where(torch.isfinite(depth_m), 0.9, 0.0)
+    depth_m, confidence = _anchored_plane_and_outline(square, inside, 0.1, 0.9)
     guide = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
 
     filled = densify(depth_m, confidence, guide).depth_m
