@@ -293,7 +293,7 @@ class FocusMeasureBackend(DepthBackend):
             if self.front_edge:
                 rim = two_peaked(focus, cut, rim_min_rise(focus.shape[0])) & ~flat
                 rim_near_m = occlusion_rim_depth(self.dff, cut, rim, diopters)
-        fit = self.dff.peak_fit(fit_focus, diopters)
+        fit = self.dff.peak_fit(fit_focus, diopters, flat_end=True)
         blur = None
         if self.end_defocus or self.defocus_blend:
             pairs = VertexPairs.of(fit, diopters)
