@@ -306,7 +306,7 @@ def _peak_at_flat_end(relative: list[torch.Tensor], peak: torch.Tensor,
     blur circle is under 2 px, so far frames of a sweep linear in metres are
     exactly alike there. Seeds 1000-1019, NYU protocol at 0.8-6 m
     (tools/evaluate_weight_free.py), without -> with: 10 frames dense AbsRel
-    0.1059 -> 0.0579, half 0.84 -> 0.50; 5 frames 0.0996 -> 0.0995, half
+    0.1059 -> 0.0579, half 0.84 -> 0.50; 5 frames 0.0996 -> 0.0994, half
     0.73 -> 0.68; simulated stacks (1 DN noise) within 0.0001.
     """
     count = len(relative)
