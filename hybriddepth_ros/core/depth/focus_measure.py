@@ -247,7 +247,7 @@ class FocusMeasureBackend(DepthBackend):
         focus = self.dff.focus_measure(_luminance_unit(frames))
         timings_s["focus_measure"] = time.perf_counter() - start_s
         start_s = time.perf_counter()
-        fit = self.dff.peak_fit(focus, diopters)
+        fit = self.dff.peak_fit(focus, diopters, flat_end=self.densify)  # dense output only: see peak_fit
         depth_m = fit.depth_m
         confidence = torch.where(torch.isnan(depth_m), 0.0, fit.confidence)
         timings_s["peak_fit"] = time.perf_counter() - start_s

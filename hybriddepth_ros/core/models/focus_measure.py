@@ -13,8 +13,8 @@ textured planes a log fit pulls estimates towards the nearest frame by up to
 (the paper's NYU protocol) λ = -1.5 does best.
 Where the sharpest frame is the first or the last of the sweep the
 true focus may lie beyond it, so depth there is NaN, as it is where the curve
-is flat; a sweep of two frames has no interior frame and gives no depth. In
-the dense path a curve that stays at its peak all the way to an end frame
+is flat; a sweep of two frames has no interior frame and gives no depth. For
+densified output a curve that stays at its peak all the way to an end frame
 counts as sharpest there (_peak_at_flat_end).
 
 Confidence in [0, 1] is the product of three factors: how far the peak rises
@@ -109,8 +109,8 @@ class FocusMeasureDFF(nn.Module):
         """The focus-curve peak per pixel: depth, confidence and the sharpest frame, from (N, H, W) focus curves.
 
         flat_end: a curve flat from its peak to an end frame counts as sharpest there
-        (_peak_at_flat_end); the dense path's rule, off by default so that measured-only
-        depth stays as it was.
+        (_peak_at_flat_end); the rule of densified output, off by default so that
+        measured-only depth stays as it was.
 
         Written as a loop over the N frames of per-pixel operations on (H, W)
         planes: torch's reductions over a short leading axis (argmax, cummin)

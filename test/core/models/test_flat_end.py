@@ -7,7 +7,7 @@ import torch
 
 from hybriddepth_ros.core.capture.simulated import DEFAULT_SIMULATED_LENS
 from hybriddepth_ros.core.depth.focus_measure import FocusMeasureBackend
-from hybriddepth_ros.core.models.focus_measure import FLAT_END_TOLERANCE, FocusMeasureDFF
+from hybriddepth_ros.core.models.focus_measure import FLAT_END_TOLERANCE, FocusMeasureDFF, luminance
 from hybriddepth_ros.core.sim.nyu_protocol import render_nyu_focal_stack
 from hybriddepth_ros.core.sim.scene import make_scene
 from hybriddepth_ros.core.stack.camera import CameraIntrinsics
@@ -69,7 +69,7 @@ def test_nyu_far_plane_alike_in_last_frames_is_a_bound_read_at_its_depth():
     stack = FocalStack(frames, focus_m, CameraIntrinsics.from_lens(DEFAULT_SIMULATED_LENS, width, height)).validate()
 
     dff = FocusMeasureDFF(curve_exponent=-1.5)
-    luma = torch.from_numpy(frames).float().mean(-1) / 255.0
+    luma = luminance(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0)
     diopters = torch.tensor(1.0 / focus_m, dtype=torch.float32)
     inner = (slice(8, -8), slice(8, -8))
     interior = dff.peak_fit(dff.focus_measure(luma), diopters)  # measured-only depth: as before
