@@ -53,6 +53,7 @@ from ..core.depth.focus_measure import (
     DEFAULT_BLUR_RATE_STACKS,
     DEFAULT_COARSE_BAND_WEIGHT,
     DEFAULT_CURVE_EXPONENT,
+    DEFAULT_CURVE_FLOOR,
     DEFAULT_DEFOCUS_BLEND,
     DEFAULT_DENSIFY,
     DEFAULT_END_DEFOCUS,
@@ -111,7 +112,7 @@ FUSION_PARAMETERS = (
                   "measure is averaged over (odd); larger is steadier on weak texture, blurrier at edges.",
                   low=1, high=31, check=_odd("focus_measure.window_px")),
     ParameterSpec("focus_measure.curve_exponent", DEFAULT_CURVE_EXPONENT, "Weight-free DFF: Box-Cox exponent of the "
-                  "focus-curve peak fit (-3 for a real aperture's disc blur, -1.5 for Gaussian blur).",
+                  "focus-curve peak fit (-3 for a real aperture's disc blur, -2 for NYU-protocol stacks).",
                   low=-5.0, high=1.0),
     ParameterSpec("focus_measure.densify", DEFAULT_DENSIFY, "Weight-free DFF: propagate measured depth edge-aware "
                   "into pixels without a focus cue (dense output, lower confidence there); false: measured only."),
@@ -145,6 +146,9 @@ FUSION_PARAMETERS = (
                   low=1, high=1000),
     ParameterSpec("focus_measure.coarse_band_weight", DEFAULT_COARSE_BAND_WEIGHT, "Weight-free DFF: weight of a "
                   "coarser focus band (1.0 suits the NYU protocol's Gaussian blur).", low=0.0, high=10.0),
+    ParameterSpec("focus_measure.curve_floor", DEFAULT_CURVE_FLOOR, "Weight-free DFF: share of each focus curve's "
+                  "lowest value taken off before the peak fit, where blur stops growing with defocus (0.5 suits "
+                  "the NYU protocol's 7x7 gather; 0 for a real lens).", low=0.0, high=0.99),
     ParameterSpec("min_depth_m", DEFAULT_MIN_DEPTH_M, "Depth below this is published as NaN, metres.",
                   low=0.0, low_open=True, high=MAX_FOCUS_DISTANCE_M, dynamic=True),
     ParameterSpec("max_depth_m", DEFAULT_MAX_DEPTH_M, "Depth above this is published as NaN, metres.",

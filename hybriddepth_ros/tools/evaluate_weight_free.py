@@ -12,7 +12,7 @@ that no test or the demo uses):
   the ground truth;
 - `nyu`: the paper's NYU protocol (core/sim/nyu_protocol.py: f/8, 50 mm, 12 um,
   7x7 gather, N focus distances linear between the scene's min and max depth),
-  no noise, with the Box-Cox exponent for Gaussian blur (-1.5) and the coarser focus band (1.0);
+  no noise, with the backend's NYU_PROTOCOL_SETTINGS (core/depth/focus_measure.py);
 - `nyu_far`: the same protocol on scenes at 0.8-6 m, nearer to the depth of indoor rooms.
 One backend scores the seeds of a kind and frame count in order, as a camera's
 node would see them: where the sweep is the same for every scene (`sim`), the
@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.capture.simulated import DEFAULT_SIMULATED_LENS
-from ..core.depth.focus_measure import FocusMeasureBackend
+from ..core.depth.focus_measure import NYU_PROTOCOL_SETTINGS, FocusMeasureBackend
 from ..core.eval.metrics import depth_metrics
 from ..core.eval.sparsification import sparsification_abs_rel
 from ..core.sim.nyu_protocol import nyu_focus_distances_m, render_nyu_focal_stack
@@ -54,12 +54,11 @@ FAR_SCENE_M = (0.8, 6.0)
 OPTIONS = {
     "sim": {"curve_exponent": -3.0},
     "simfit": {"curve_exponent": -3.0},
-    "nyu": {"curve_exponent": -1.5, "coarse_band_weight": 1.0},
-    "nyu_far": {"curve_exponent": -1.5, "coarse_band_weight": 1.0},
+    "nyu": NYU_PROTOCOL_SETTINGS,
+    "nyu_far": NYU_PROTOCOL_SETTINGS,
 }
-"""Backend options per kind: disc blur (a real aperture) for the layered renderer; Gaussian blur, and
-the coarser focus band for frames that are blurred everywhere, for the NYU protocol
-(core/models/focus_measure.py, core/depth/focus_measure.py)."""
+"""Backend options per kind: disc blur (a real aperture) for the layered renderer; the NYU protocol's
+own settings (core/depth/focus_measure.py) for its stacks."""
 SIM_SWEEP_M = (0.3, 5.0)
 
 
