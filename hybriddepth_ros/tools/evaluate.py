@@ -7,6 +7,9 @@ weight-free one averages its blur rate over the earlier stacks of the same
 sweep (BlurRatePool; the fixed sweep, not the oracle one). RGB-D datasets
 get stacks synthesised on the torch device by the paper's NYU protocol,
 with the paper's oracle sweep, a fixed camera sweep, or both (the default).
+The weight-free backend scores those with the settings for that renderer
+(NYU_PROTOCOL_SETTINGS; `--weight-free-settings`), recorded stacks with the
+node's defaults, which are for a real lens.
 Prints a Markdown table; `--output-dir` adds per_sample.csv, summary.json,
 summary.md and PNG panels.
 
@@ -27,6 +30,7 @@ import sys
 from ..core.data import DATASET_KINDS, DatasetError, open_dataset
 from ..core.data.sample import Subset
 from ..core.data.synthesis import SWEEP_PROTOCOLS, SweepProtocol
+from ..core.depth.focus_measure import NYU_PROTOCOL_SETTINGS
 from ..core.depth.fusion import DEFAULT_CONFIDENCE_THRESHOLD, DEFAULT_MAX_DEPTH_M, DEFAULT_MIN_DEPTH_M, DepthFusion
 from ..core.depth.registry import DEPTH_BACKENDS, create_depth_backend
 from ..core.eval.evaluation import evaluate
@@ -36,6 +40,8 @@ from ..core.models.weights import WeightsError
 DEFAULT_STACK_SIZE = 5
 """Frames per stack: the paper's 5-frame models (NYUBest5, DDFF12 with n_stack=5)."""
 DEFAULT_PANELS = (0, 1, 2, 3)
+WEIGHT_FREE_SETTINGS = ("auto", "camera", "nyu_protocol")
+"""auto: nyu_protocol for stacks this tool synthesises (RGB-D datasets), camera for recorded ones."""
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
@@ -88,6 +94,18 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--relative-input", default=None, help="reference | all_in_focus")
     parser.add_argument("--alignment", default=None, help="least_squares | confidence_weighted")
     parser.add_argument("--working-size", type=int, nargs=2, default=None, metavar=("H", "W"))
+    parser.add_argument("--weight-free-settings", choices=WEIGHT_FREE_SETTINGS, default="auto",
+                        help="focus_measure: the node's defaults (camera, a real lens) or NYU_PROTOCOL_SETTINGS "
+                             "(nyu_protocol); auto: nyu_protocol where the stacks are synthesised by it")
+
+
+def focus_measure_options(args: argparse.Namespace, synthesised: bool) -> dict:
+    """The FocusMeasureBackend options of `--weight-free-settings`; `synthesised`: the stacks are rendered by
+    the NYU protocol (core/sim/nyu_protocol.py), whose capped Gaussian blur the camera defaults do not suit."""
+    wanted = args.weight_free_settings
+    if wanted == "nyu_protocol" or (wanted == "auto" and synthesised):
+        return dict(NYU_PROTOCOL_SETTINGS)
+    return {}
 
 
 def hybriddepth_options(args: argparse.Namespace) -> dict:
@@ -144,7 +162,10 @@ def main(argv=None) -> int:
     try:
         dataset = open_dataset_from_args(args, args.path, args.stack_size)
         sweeps = sweep_protocols(args, dataset)
-        options = hybriddepth_options(args) if args.backend == "hybriddepth" else {}
+        if args.backend == "hybriddepth":
+            options = hybriddepth_options(args)
+        else:
+            options = focus_measure_options(args, synthesised=not dataset.has_stacks)
         backend = create_depth_backend(args.backend, args.device, **options)
         fusion = DepthFusion(backend, args.min_depth_m, args.max_depth_m, args.confidence_threshold)
     except (DatasetError, WeightsError, ValueError, RuntimeError) as exc:
@@ -153,7 +174,9 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     protocols = max(1, len(sweeps))
-    print(f"{dataset.describe()}; backend {backend.name} on {getattr(backend, 'device', 'cpu')}; "
+    chosen = ", ".join(f"{key}={value}" for key, value in options.items()) if args.backend == "focus_measure" else ""
+    described = f"{backend.name} ({chosen})" if chosen else backend.name
+    print(f"{dataset.describe()}; backend {described} on {getattr(backend, 'device', 'cpu')}; "
           + ("; ".join(s.describe() for s in sweeps) or "recorded stacks"), file=sys.stderr)
     with tqdm(total=len(dataset) * protocols, unit="stack", disable=True if args.no_progress else None) as bar:
         try:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from support.golden_fill import filled_state_dict
+from hybriddepth_ros.core.depth.focus_measure import NYU_PROTOCOL_SETTINGS
 from hybriddepth_ros.core.depth.fusion import DepthFusion
 from hybriddepth_ros.core.depth.registry import create_depth_backend
 from hybriddepth_ros.core.eval.metrics import ERROR_METRICS, depth_metrics
@@ -22,9 +23,9 @@ from hybriddepth_ros.tools import evaluate
 HEIGHT, WIDTH, SCENES, FRAMES = 48, 64, 2, 5
 
 
-def direct_metrics(sweep: str) -> dict:
+def direct_metrics(sweep: str, options: dict) -> dict:
     """The same evaluation written out by hand: scene -> NYU-protocol stack -> DepthFusion -> metrics, mean."""
-    fusion = DepthFusion(create_depth_backend("focus_measure", "cpu"))
+    fusion = DepthFusion(create_depth_backend("focus_measure", "cpu", **options))
     per_scene = []
     for seed in range(SCENES):
         scene = make_scene(seed, HEIGHT, WIDTH)
@@ -36,18 +37,23 @@ def direct_metrics(sweep: str) -> dict:
     return {key: float(np.mean([m[key] for m in per_scene])) for key in ("abs_rel", "rmse_m", "delta1", "coverage")}
 
 
-def test_eval_on_simulated_scenes_equals_the_backend_called_directly(tmp_path, capsys):
+@pytest.mark.parametrize("settings, options", [
+    ("auto", NYU_PROTOCOL_SETTINGS),  # the stacks are the NYU protocol's renders
+    ("camera", {}),
+])
+def test_eval_on_simulated_scenes_equals_the_backend_called_directly(tmp_path, capsys, settings, options):
     out = tmp_path / "report"
     status = evaluate.main([
         "--dataset", "simulated", "--scenes", str(SCENES), "--scene-size", str(HEIGHT), str(WIDTH),
         "--backend", "focus_measure", "--device", "cpu", "--output-dir", str(out), "--panels", "1", "--no-progress",
+        "--weight-free-settings", settings,
     ])
     assert status == 0
     table = capsys.readouterr().out
     assert "| focus_measure | paper | 2/2 |" in table and "| focus_measure | fixed | 2/2 |" in table
     summary = json.loads((out / "summary.json").read_text())["summary"]
     for sweep in ("paper", "fixed"):
-        expected = direct_metrics(sweep)
+        expected = direct_metrics(sweep, options)
         got = summary[sweep]
         assert got["abs_rel"] == pytest.approx(expected["abs_rel"], rel=1e-6)
         assert got["rmse"] == pytest.approx(expected["rmse_m"], rel=1e-6)
