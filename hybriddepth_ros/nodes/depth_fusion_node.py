@@ -51,6 +51,7 @@ from ..core.depth.densify import (
 )
 from ..core.depth.focus_measure import (
     DEFAULT_BLUR_RATE_STACKS,
+    DEFAULT_BLUR_SIGMA_PX_PER_DIOPTER,
     DEFAULT_COARSE_BAND_WEIGHT,
     DEFAULT_CURVE_EXPONENT,
     DEFAULT_CURVE_FLOOR,
@@ -149,6 +150,10 @@ FUSION_PARAMETERS = (
     ParameterSpec("focus_measure.curve_floor", DEFAULT_CURVE_FLOOR, "Weight-free DFF: share of each focus curve's "
                   "lowest value taken off before the peak fit, where blur stops growing with defocus (0.5 suits "
                   "the NYU protocol's 7x7 gather; 0 for a real lens).", low=0.0, high=0.99),
+    ParameterSpec("focus_measure.blur_sigma_px_per_diopter", DEFAULT_BLUR_SIGMA_PX_PER_DIOPTER, "Weight-free DFF: "
+                  "the lens's blur per diopter of defocus (standard deviation, pixels; a disc's diameter / 4) where "
+                  "known: end-of-sweep pixels whose last frames look alike read depth from the first blurred frame "
+                  "(6.51 for the NYU protocol); 0: not known.", low=0.0, high=1000.0),
     ParameterSpec("min_depth_m", DEFAULT_MIN_DEPTH_M, "Depth below this is published as NaN, metres.",
                   low=0.0, low_open=True, high=MAX_FOCUS_DISTANCE_M, dynamic=True),
     ParameterSpec("max_depth_m", DEFAULT_MAX_DEPTH_M, "Depth above this is published as NaN, metres.",

@@ -9,6 +9,7 @@ a focus cue get depth, and what their confidence means, in core/depth/densify.py
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import replace
 from types import MappingProxyType
@@ -32,6 +33,7 @@ from ..models.focus_measure import (
     defocus_blended_depth,
     end_defocus_depth,
     end_defocus_error_d,
+    flat_run_end_depth,
     modified_laplacian,
     occluder_peak_curves,
     opencv_applies,
@@ -156,14 +158,22 @@ three frames around the peak, the outer ones on that floor, put the vertex halfw
 (NYU_PROTOCOL_SETTINGS, test/core/depth/test_nyu_protocol_settings.py). Under a real lens' disc blur,
 where the floor is noise, it costs: 5-frame simulated stacks, seeds 1000-1019, dense AbsRel 0.0492 ->
 0.0566 with 0.5; hence 0 by default."""
+DEFAULT_BLUR_SIGMA_PX_PER_DIOPTER = 0.0
+"""Standard deviation (pixels of the frames) of the blur a point takes per diopter of defocus, where the lens
+is known; 0: not known. With it, end-of-sweep pixels whose last frames look alike take their depth from
+the first blurred frame past them (core.models.focus_measure.flat_run_end_depth). A Gaussian's is its
+standard deviation; a disc's of diameter D px per diopter, D / 4 (its variance, D^2 / 16, is what the
+relative-blur fit measures). The NYU protocol's: CoC / 4 with CoC = A f / pixel pitch per diopter,
+(6.25 mm x 50 mm) / 12 um / 4 = 6.51 px (to 1-7 % more at focus distances of 6 m down to 0.8 m)."""
 NYU_PROTOCOL_SETTINGS = MappingProxyType({"curve_exponent": -2.0, "coarse_band_weight": 1.0,
-                                          "seed_min_confidence": 0.25, "curve_floor": 0.5})
+                                          "seed_min_confidence": 0.25, "curve_floor": 0.5,
+                                          "blur_sigma_px_per_diopter": 6.51})
 """FocusMeasureBackend options for focal stacks synthesised by the paper's NYU protocol
 (core/sim/nyu_protocol.py: Gaussian blur capped by a 7x7 gather, pixels within about 1 px of focus left
 untouched, no noise), as tools/evaluate_weight_free.py scores them. Dense AbsRel, seeds 1000-1019,
-480x640, 5 / 10 frames, scenes at 0.8-6 m: 0.0830 / 0.0594, against 0.0994 / 0.0579 with the settings
-before (curve_exponent -1.5, coarse_band_weight 1.0); scenes at 0.3-5 m: 0.2907 / 0.1898 against
-0.3693 / 0.2448. Noise-free frames let weaker peaks anchor the fill (seed_min_confidence 0.25, against
+480x640, 5 / 10 frames, scenes at 0.8-6 m: 0.0778 / 0.0612, against 0.0994 / 0.0579 with the settings
+before (curve_exponent -1.5, coarse_band_weight 1.0); scenes at 0.3-5 m: 0.2882 / 0.1871 against
+0.3693 / 0.2448; without blur_sigma_px_per_diopter 0.0830 / 0.0594 and 0.2907 / 0.1897. Noise-free frames let weaker peaks anchor the fill (seed_min_confidence 0.25, against
 0.5 for a real camera, where 0.3 let noise peaks on the Pixel stack's blank wall anchor it)."""
 CPU_THREADS = 1
 """Torch threads for this backend's CPU work. Its operations are short and memory-bound: on this
@@ -201,6 +211,9 @@ class FocusMeasureBackend(DepthBackend):
       camera and focus distances (BlurRatePool); 1: each stack's own.
     curve_floor: this fraction of each focus curve's lowest value is taken
       off the curve before the peak fit (DEFAULT_CURVE_FLOOR).
+    blur_sigma_px_per_diopter: the lens's blur per diopter where it is known,
+      for end-of-sweep pixels whose last frames look alike (with end_defocus;
+      DEFAULT_BLUR_SIGMA_PX_PER_DIOPTER); 0: not known.
     min_confidence: depth below this confidence is set to NaN (0 keeps every
       pixel; the confidence map is returned either way).
 
@@ -230,6 +243,7 @@ class FocusMeasureBackend(DepthBackend):
         front_edge: bool = DEFAULT_FRONT_EDGE,
         blur_rate_stacks: int = DEFAULT_BLUR_RATE_STACKS,
         curve_floor: float = DEFAULT_CURVE_FLOOR,
+        blur_sigma_px_per_diopter: float = DEFAULT_BLUR_SIGMA_PX_PER_DIOPTER,
     ) -> None:
         if not 0.0 <= min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
@@ -246,6 +260,9 @@ class FocusMeasureBackend(DepthBackend):
         if not 0.0 <= curve_floor < 1.0:
             raise ValueError(f"curve_floor must be in [0, 1), got {curve_floor}")
         self.curve_floor = curve_floor
+        if not 0.0 <= blur_sigma_px_per_diopter < math.inf:
+            raise ValueError(f"blur_sigma_px_per_diopter must be >= 0 and finite, got {blur_sigma_px_per_diopter}")
+        self.blur_sigma_px_per_diopter = blur_sigma_px_per_diopter
         self.end_defocus = bool(end_defocus)
         self.occluder_peak = bool(occluder_peak)
         self.defocus_blend = bool(defocus_blend)
@@ -321,7 +338,8 @@ class FocusMeasureBackend(DepthBackend):
             if self.front_edge:
                 rim = two_peaked(focus, cut, rim_min_rise(focus.shape[0])) & ~flat
                 rim_near_m = occlusion_rim_depth(self.dff, cut, rim, diopters)
-        fit = self.dff.peak_fit(self._off_floor(fit_focus), diopters, flat_end=True)
+        fit_focus = self._off_floor(fit_focus)
+        fit = self.dff.peak_fit(fit_focus, diopters, flat_end=True)
         blur = None
         if self.end_defocus or self.defocus_blend:
             pairs = VertexPairs.of(fit, diopters)
@@ -330,6 +348,9 @@ class FocusMeasureBackend(DepthBackend):
         relative_error = bound_error = None
         if blur is not None and self.end_defocus:
             fit = replace(fit, end_depth_m=end_defocus_depth(fit, blur, diopters))
+            if self.blur_sigma_px_per_diopter > 0:  # at half size the blur halves
+                run_m, run = flat_run_end_depth(fit, fit_focus, blur, diopters, self.blur_sigma_px_per_diopter / 2)
+                fit = replace(fit, end_depth_m=torch.where(run, run_m, fit.end_depth_m))
             bound_error = end_defocus_error_d(fit, blur, diopters) * fit.end_depth_m
         if blur is not None and self.defocus_blend:
             blended_m, error_d = defocus_blended_depth(fit, pairs, blur, diopters)

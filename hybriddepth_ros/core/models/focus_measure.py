@@ -749,3 +749,59 @@ def end_defocus_depth(fit: PeakFit, blur: RelativeBlur, diopters: torch.Tensor) 
         depth_m = 1.0 / (end_x + offset * (1.0 if neighbour_x > end_x else -1.0))
         refined = torch.where(at_end, depth_m, refined)
     return refined
+
+
+def flat_run_end_depth(fit: PeakFit, focus: torch.Tensor, blur: RelativeBlur, diopters: torch.Tensor,
+                       blur_sigma_px_per_diopter: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H, W) depth (m) of the end-of-sweep pixels whose focus curve stays at its peak (within
+    FLAT_END_TOLERANCE) over two or more frames from the end, and (H, W) bool: which pixels those are.
+
+    Frames that look alike are all in focus, so the relative blur between the
+    last two is 0 and end_defocus_depth reads the middle of their step,
+    though the pixel may lie anywhere where all of them are in focus. The first
+    frame past the run is blurred, by a Gaussian of variance
+    (k x)^2 for a pixel x diopters from its focus, k = blur_sigma_px_per_diopter
+    (a constant of the lens, at the planes' scale); its relative blur against
+    the run's edge frame gives x. Under the NYU protocol the last frames of a
+    sweep linear in metres are exactly alike over much of the far range; there
+    k is known (NYU_PROTOCOL_SETTINGS). The stack's own calibrated rate does not
+    serve: it is fitted where the heat equation underestimates large, capped
+    blur (seeds 1000-1019, 5-frame NYU protocol at 0.8-6 m: 0.0845 with it
+    against 0.0778 with k; without this 0.0830). The depth is kept within the
+    run's span. `focus`: the (N, H, W) curves the fit was made on.
+    """
+    count = focus.shape[0]
+    depth_m = torch.full_like(fit.end_depth_m, torch.nan)
+    at_any = torch.zeros_like(depth_m, dtype=torch.bool)
+    if count < 3 or not blur_sigma_px_per_diopter > 0:
+        return depth_m, at_any
+    relative = focus / focus.amax(0).clamp(min=1e-12)
+    alike = relative >= 1.0 - FLAT_END_TOLERANCE
+    rate_px2 = blur_sigma_px_per_diopter**2
+    for end in (0, count - 1):
+        inward = 1 if end == 0 else -1
+        at_end = sharpest_at_end(fit, end)
+        if not bool(at_end.any()):
+            continue
+        # edge: the last frame of the run of frames alike that starts at the end frame.
+        edge = torch.full_like(fit.peak_index, end)
+        unbroken = alike[end].clone()
+        for index in range(end + inward, count - 1 - end, inward):  # stops one short of the far end
+            unbroken &= alike[index]
+            edge = torch.where(unbroken, index, edge)
+        run = at_end & (edge != end)
+        if not bool(run.any()):
+            continue
+        blurred = edge + inward  # the first frame past the run, which is blurred
+        pair = torch.minimum(edge, blurred)
+        # blur_px2[k] is positive where frame k is the sharper; here the edge frame is.
+        sign = torch.where(pair == edge, 1.0, -1.0)
+        blur_px2 = (blur.blur_px2.gather(0, pair[None])[0] * sign).clamp(min=0.0)
+        offset_d = torch.sqrt(blur_px2 / rate_px2)
+        blurred_x, edge_x, end_x = diopters.take(blurred), diopters.take(edge), float(diopters[end])
+        x = blurred_x + torch.sign(edge_x - blurred_x) * offset_d
+        x = torch.minimum(torch.maximum(x, torch.minimum(edge_x, torch.full_like(x, end_x))),
+                          torch.maximum(edge_x, torch.full_like(x, end_x)))
+        depth_m = torch.where(run, 1.0 / x, depth_m)
+        at_any |= run
+    return depth_m, at_any

@@ -1,13 +1,13 @@
 """The backend's NYU-protocol settings on NYU-protocol renders with a known answer: textured planes in the
 wide first step of a 5-frame sweep linear in metres, where the protocol's capped blur puts every far frame
-on the same floor of the focus curve."""
+on the same floor of the focus curve, and planes in its last step, where the last frames are alike."""
 
 import numpy as np
 import pytest
 
 from hybriddepth_ros.core.capture.simulated import DEFAULT_SIMULATED_LENS
 from hybriddepth_ros.core.depth.focus_measure import NYU_PROTOCOL_SETTINGS, FocusMeasureBackend
-from hybriddepth_ros.core.sim.nyu_protocol import nyu_focus_distances_m, render_nyu_focal_stack
+from hybriddepth_ros.core.sim.nyu_protocol import NYU_LENS, nyu_focus_distances_m, render_nyu_focal_stack
 from hybriddepth_ros.core.sim.scene import make_scene
 from hybriddepth_ros.core.stack.camera import CameraIntrinsics
 from hybriddepth_ros.core.stack.focal_stack import FocalStack
@@ -55,3 +55,49 @@ def test_taking_off_the_curves_floor_reads_planes_in_the_wide_first_step_nearer_
 def test_curve_floor_outside_zero_to_one_is_refused(curve_floor):
     with pytest.raises(ValueError, match="curve_floor"):
         FocusMeasureBackend(device="cpu", curve_floor=curve_floor)
+
+
+def _far_plane_stack(plane_m: float, texture_seed: int) -> FocalStack:
+    """192x384: left third a textured plane at `plane_m`, middle third at 2.5 m (interior peaks, which
+    calibrate relative blur), right third a wall at FAR_M, a strip along the bottom at NEAR_M."""
+    height, width = 192, 384
+    depth_m = np.full((height, width), FAR_M, dtype=np.float32)
+    depth_m[:, :width // 3] = plane_m
+    depth_m[:, width // 3:2 * width // 3] = 2.5
+    depth_m[-24:, :] = NEAR_M
+    rgb = make_scene(texture_seed, height, width, num_objects=0, num_textureless=0).rgb
+    focus_m = nyu_focus_distances_m(depth_m, 5)
+    frames = np.clip(np.rint(render_nyu_focal_stack(rgb, depth_m, focus_m).numpy()), 0, 255).astype(np.uint8)
+    return FocalStack(frames, focus_m, CameraIntrinsics.from_lens(DEFAULT_SIMULATED_LENS, width, height)).validate()
+
+
+def test_last_frames_alike_read_depth_from_the_first_blurred_frame_with_the_lens_blur_known():
+    """Planes at 5.2-6 m are in focus in both the 4.7 and the 6 m frame, which the protocol leaves exactly
+    alike, so relative blur between them is 0 and reads the middle of their step (5.27 m) whatever the
+    depth; the 3.4 m frame's blur, with the protocol's blur per diopter, places them (measured when
+    written: within 0-5 % far, against -12 to +1 % without)."""
+    inside = (slice(16, -40), slice(16, 384 // 3 - 16))
+    with_lens, without_lens = {}, {}
+    for plane_m in (5.2, 5.5, 6.0):
+        for texture_seed in (3, 5):
+            stack = _far_plane_stack(plane_m, texture_seed)
+            for errors, options in ((with_lens, NYU_PROTOCOL_SETTINGS),
+                                    (without_lens, {**NYU_PROTOCOL_SETTINGS, "blur_sigma_px_per_diopter": 0.0})):
+                depth_m = FocusMeasureBackend(device="cpu", **options).estimate(stack).depth_m
+                errors[plane_m, texture_seed] = float(np.median(depth_m[inside])) / plane_m - 1.0
+    assert np.mean(np.abs(list(with_lens.values()))) < 0.7 * np.mean(np.abs(list(without_lens.values())))
+    for texture_seed in (3, 5):
+        assert abs(with_lens[6.0, texture_seed]) < 0.02  # the wall at the last focus distance
+        assert without_lens[6.0, texture_seed] < -0.1  # read at the middle of the last step
+
+
+def test_nyu_settings_blur_per_diopter_is_the_protocol_lens():
+    """The gather's Gaussian has standard deviation CoC / 4 px, CoC = A f / pixel pitch per diopter (far focus)."""
+    per_diopter_px = NYU_LENS.aperture_diameter_m * NYU_LENS.focal_length_m / NYU_LENS.pixel_pitch_m / 4.0
+    assert NYU_PROTOCOL_SETTINGS["blur_sigma_px_per_diopter"] == pytest.approx(per_diopter_px, rel=0.005)
+
+
+@pytest.mark.parametrize("sigma", [-1.0, float("inf"), float("nan")])
+def test_blur_per_diopter_negative_or_not_finite_is_refused(sigma):
+    with pytest.raises(ValueError, match="blur_sigma_px_per_diopter"):
+        FocusMeasureBackend(device="cpu", blur_sigma_px_per_diopter=sigma)
