@@ -173,8 +173,9 @@ NYU_PROTOCOL_SETTINGS = MappingProxyType({"curve_exponent": -2.0, "coarse_band_w
 untouched, no noise), as tools/evaluate_weight_free.py scores them. Dense AbsRel, seeds 1000-1019,
 480x640, 5 / 10 frames, scenes at 0.8-6 m: 0.0778 / 0.0612, against 0.0994 / 0.0579 with the settings
 before (curve_exponent -1.5, coarse_band_weight 1.0); scenes at 0.3-5 m: 0.2882 / 0.1871 against
-0.3693 / 0.2448; without blur_sigma_px_per_diopter 0.0830 / 0.0594 and 0.2907 / 0.1897. Noise-free frames let weaker peaks anchor the fill (seed_min_confidence 0.25, against
-0.5 for a real camera, where 0.3 let noise peaks on the Pixel stack's blank wall anchor it)."""
+0.3693 / 0.2448; without blur_sigma_px_per_diopter 0.0830 / 0.0594 and 0.2907 / 0.1897. Noise-free
+frames let weaker peaks anchor the fill (seed_min_confidence 0.25, against 0.5 for a real camera, where
+0.3 let noise peaks on the Pixel stack's blank wall anchor it)."""
 CPU_THREADS = 1
 """Torch threads for this backend's CPU work. Its operations are short and memory-bound: on this
 project's shared 2-core machine, two threads waited on each other (an elementwise product over a
@@ -348,8 +349,9 @@ class FocusMeasureBackend(DepthBackend):
         relative_error = bound_error = None
         if blur is not None and self.end_defocus:
             fit = replace(fit, end_depth_m=end_defocus_depth(fit, blur, diopters))
-            if self.blur_sigma_px_per_diopter > 0:  # at half size the blur halves
-                run_m, run = flat_run_end_depth(fit, fit_focus, blur, diopters, self.blur_sigma_px_per_diopter / 2)
+            if self.blur_sigma_px_per_diopter > 0:
+                half_size_sigma = self.blur_sigma_px_per_diopter / 2  # the blur planes are at half size
+                run_m, run = flat_run_end_depth(fit, fit_focus, blur, diopters, half_size_sigma)
                 fit = replace(fit, end_depth_m=torch.where(run, run_m, fit.end_depth_m))
             bound_error = end_defocus_error_d(fit, blur, diopters) * fit.end_depth_m
         if blur is not None and self.defocus_blend:

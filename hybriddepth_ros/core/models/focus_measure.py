@@ -794,14 +794,13 @@ def flat_run_end_depth(fit: PeakFit, focus: torch.Tensor, blur: RelativeBlur, di
             continue
         blurred = edge + inward  # the first frame past the run, which is blurred
         pair = torch.minimum(edge, blurred)
-        # blur_px2[k] is positive where frame k is the sharper; here the edge frame is.
-        sign = torch.where(pair == edge, 1.0, -1.0)
-        blur_px2 = (blur.blur_px2.gather(0, pair[None])[0] * sign).clamp(min=0.0)
+        # blur_px2[k] is positive where frame k is the sharper: the edge frame is pair k at the first end
+        # (inward +1) and pair k + 1 at the last (inward -1).
+        blur_px2 = (blur.blur_px2.gather(0, pair[None])[0] * inward).clamp(min=0.0)
         offset_d = torch.sqrt(blur_px2 / rate_px2)
-        blurred_x, edge_x, end_x = diopters.take(blurred), diopters.take(edge), float(diopters[end])
+        blurred_x, edge_x, end_x = diopters.take(blurred), diopters.take(edge), diopters[end]
         x = blurred_x + torch.sign(edge_x - blurred_x) * offset_d
-        x = torch.minimum(torch.maximum(x, torch.minimum(edge_x, torch.full_like(x, end_x))),
-                          torch.maximum(edge_x, torch.full_like(x, end_x)))
+        x = torch.clamp(x, torch.minimum(edge_x, end_x), torch.maximum(edge_x, end_x))
         depth_m = torch.where(run, 1.0 / x, depth_m)
         at_any |= run
     return depth_m, at_any
