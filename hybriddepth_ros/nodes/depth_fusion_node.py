@@ -50,6 +50,7 @@ from ..core.depth.densify import (
     DEFAULT_SMOOTHNESS,
 )
 from ..core.depth.focus_measure import (
+    DEFAULT_BLUR_PSF_RADIUS_PX,
     DEFAULT_BLUR_RATE_STACKS,
     DEFAULT_BLUR_SIGMA_PX_PER_DIOPTER,
     DEFAULT_COARSE_BAND_WEIGHT,
@@ -62,6 +63,7 @@ from ..core.depth.focus_measure import (
     DEFAULT_FRONT_EDGE,
     DEFAULT_OCCLUDER_PEAK,
     DEFAULT_WINDOW_PX,
+    MAX_BLUR_PSF_RADIUS_PX,
 )
 from ..core.depth.hybriddepth import DEFAULT_WORKING_SIZE_PX, METRIC_BRANCHES, RELATIVE_INPUTS
 from ..core.depth.pointcloud import back_project
@@ -153,7 +155,11 @@ FUSION_PARAMETERS = (
     ParameterSpec("focus_measure.blur_sigma_px_per_diopter", DEFAULT_BLUR_SIGMA_PX_PER_DIOPTER, "Weight-free DFF: "
                   "the lens's blur per diopter of defocus (standard deviation, pixels; a disc's diameter / 4) where "
                   "known: end-of-sweep pixels whose last frames look alike read depth from the first blurred frame "
-                  "(6.51 for the NYU protocol); 0: not known.", low=0.0, high=1000.0),
+                  "(6.51 for the NYU protocol), and every measurement is refined by blur equalisation with it; "
+                  "0: not known.", low=0.0, high=1000.0),
+    ParameterSpec("focus_measure.blur_psf_radius_px", DEFAULT_BLUR_PSF_RADIUS_PX, "Weight-free DFF: radius (pixels) "
+                  "at which that known blur is cut off (3 for the NYU protocol's 7x7 gather); 0: at 3 standard "
+                  "deviations.", low=0, high=MAX_BLUR_PSF_RADIUS_PX),
     ParameterSpec("min_depth_m", DEFAULT_MIN_DEPTH_M, "Depth below this is published as NaN, metres.",
                   low=0.0, low_open=True, high=MAX_FOCUS_DISTANCE_M, dynamic=True),
     ParameterSpec("max_depth_m", DEFAULT_MAX_DEPTH_M, "Depth above this is published as NaN, metres.",

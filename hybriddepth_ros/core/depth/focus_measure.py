@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..models.blur_equalisation import blur_equalised_depth
 from ..models.focus_measure import (
     DEFAULT_BLUR_RATE_STACKS,
     LUMA_WEIGHTS,
@@ -26,6 +27,7 @@ from ..models.focus_measure import (
     BlurRatePool,
     BlurRates,
     FocusMeasureDFF,
+    PeakFit,
     RelativeBlur,
     VertexPairs,
     box_max,
@@ -165,9 +167,21 @@ the first blurred frame past them (core.models.focus_measure.flat_run_end_depth)
 standard deviation; a disc's of diameter D px per diopter, D / 4 (its variance, D^2 / 16, is what the
 relative-blur fit measures). The NYU protocol's: CoC / 4 with CoC = A f / pixel pitch per diopter,
 (6.25 mm x 50 mm) / 12 um / 4 = 6.51 px (to 1-7 % more at focus distances of 6 m down to 0.8 m)."""
+DEFAULT_BLUR_PSF_RADIUS_PX = 0
+"""Radius (pixels of the frames) at which the known lens blur is cut off, where a renderer truncates it: 3
+for the NYU protocol's 7x7 gather; 0: at 3 standard deviations (an untruncated Gaussian)."""
+MAX_BLUR_PSF_RADIUS_PX = 64
+BLUR_EQUALISED_MAX_CHANGE = 0.4
+"""With blur_sigma_px_per_diopter set, anchors take the blur-equalised depth
+(core.models.blur_equalisation) unless it differs from their own by more than this share of depth: a
+window across an occlusion edge reads the more textured side's depth there (a ring of far depth
+around near objects), where the focus peak's rules (depth_edge_peaks, occluder_peak) read the edge.
+5-frame NYU-protocol stacks at 0.8-6 m, seeds 1000-1019, dense AbsRel for 0.1, 0.2, 0.4, 0.6, 1.0 and
+no limit: 0.0588, 0.0584, 0.0549, 0.0541, 0.0552, 0.1356 (pairs next to the candidate's only; 0.0518
+over every pair at 0.4, which is what is done); 10 frames 0.0404 at 0.4."""
 NYU_PROTOCOL_SETTINGS = MappingProxyType({"curve_exponent": -2.0, "coarse_band_weight": 1.0,
                                           "seed_min_confidence": 0.25, "curve_floor": 0.5,
-                                          "blur_sigma_px_per_diopter": 6.51})
+                                          "blur_sigma_px_per_diopter": 6.51, "blur_psf_radius_px": 3})
 """FocusMeasureBackend options for focal stacks synthesised by the paper's NYU protocol
 (core/sim/nyu_protocol.py: Gaussian blur capped by a 7x7 gather, pixels within about 1 px of focus left
 untouched, no noise), as tools/evaluate_weight_free.py scores them. Dense AbsRel, seeds 1000-1019,
@@ -214,7 +228,9 @@ class FocusMeasureBackend(DepthBackend):
       off the curve before the peak fit (DEFAULT_CURVE_FLOOR).
     blur_sigma_px_per_diopter: the lens's blur per diopter where it is known,
       for end-of-sweep pixels whose last frames look alike (with end_defocus;
-      DEFAULT_BLUR_SIGMA_PX_PER_DIOPTER); 0: not known.
+      DEFAULT_BLUR_SIGMA_PX_PER_DIOPTER), and for every anchor by blur
+      equalisation (BLUR_EQUALISED_MAX_CHANGE); 0: not known.
+    blur_psf_radius_px: where that blur is cut off (DEFAULT_BLUR_PSF_RADIUS_PX).
     min_confidence: depth below this confidence is set to NaN (0 keeps every
       pixel; the confidence map is returned either way).
 
@@ -245,6 +261,7 @@ class FocusMeasureBackend(DepthBackend):
         blur_rate_stacks: int = DEFAULT_BLUR_RATE_STACKS,
         curve_floor: float = DEFAULT_CURVE_FLOOR,
         blur_sigma_px_per_diopter: float = DEFAULT_BLUR_SIGMA_PX_PER_DIOPTER,
+        blur_psf_radius_px: int = DEFAULT_BLUR_PSF_RADIUS_PX,
     ) -> None:
         if not 0.0 <= min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
@@ -264,6 +281,10 @@ class FocusMeasureBackend(DepthBackend):
         if not 0.0 <= blur_sigma_px_per_diopter < math.inf:
             raise ValueError(f"blur_sigma_px_per_diopter must be >= 0 and finite, got {blur_sigma_px_per_diopter}")
         self.blur_sigma_px_per_diopter = blur_sigma_px_per_diopter
+        if isinstance(blur_psf_radius_px, bool) or int(blur_psf_radius_px) != blur_psf_radius_px \
+                or not 0 <= blur_psf_radius_px <= MAX_BLUR_PSF_RADIUS_PX:
+            raise ValueError(f"blur_psf_radius_px must be an integer in [0, {MAX_BLUR_PSF_RADIUS_PX}], got {blur_psf_radius_px}")
+        self.blur_psf_radius_px = int(blur_psf_radius_px)
         self.end_defocus = bool(end_defocus)
         self.occluder_peak = bool(occluder_peak)
         self.defocus_blend = bool(defocus_blend)
@@ -358,6 +379,8 @@ class FocusMeasureBackend(DepthBackend):
             blended_m, error_d = defocus_blended_depth(fit, pairs, blur, diopters)
             fit = replace(fit, depth_m=blended_m)
             relative_error = error_d * blended_m  # a depth error of dD diopters is dD * z of z metres
+        if self.blur_sigma_px_per_diopter > 0:
+            fit = self._blur_equalised(fit, luma, diopters)
         confidence = torch.where(torch.isnan(fit.depth_m), 0.0, fit.confidence)
         timings_s["peak_fit"] = time.perf_counter() - start_s
 
@@ -399,6 +422,18 @@ class FocusMeasureBackend(DepthBackend):
             depth_m = depth_m.masked_fill(~valid, torch.nan)
         timings_s["densify"] = time.perf_counter() - start_s
         return self._result(depth_m, confidence, measured, timings_s, diagnostics)
+
+    def _blur_equalised(self, fit: PeakFit, luma: torch.Tensor, diopters: torch.Tensor) -> PeakFit:
+        """`fit` (half size) with its vertices' and bounds' depth replaced by the blur-equalised depth of the
+        full-size `luma` where the two differ by at most BLUR_EQUALISED_MAX_CHANGE of depth."""
+        equalised_m = blur_equalised_depth(luma, diopters, self.blur_sigma_px_per_diopter, self.blur_psf_radius_px)
+        equalised_m = equalised_m[:fit.depth_m.shape[0], :fit.depth_m.shape[1]]
+
+        def agreeing(own_m: torch.Tensor) -> torch.Tensor:
+            near = (equalised_m - own_m).abs() <= BLUR_EQUALISED_MAX_CHANGE * own_m  # False where own_m is NaN
+            return torch.where(near, equalised_m, own_m)
+
+        return replace(fit, depth_m=agreeing(fit.depth_m), end_depth_m=agreeing(fit.end_depth_m))
 
     def _off_floor(self, focus: torch.Tensor) -> torch.Tensor:
         """(N, H, W) focus curves less curve_floor times each one's lowest value (DEFAULT_CURVE_FLOOR)."""

@@ -1,0 +1,81 @@
+"""Blur equalisation (core/models/blur_equalisation.py) on NYU-protocol renders with a known answer: textured
+planes anywhere in a 5-frame sweep, including where the heat-equation fit reads the capped blur wrong
+(the wide first step) and where two frames are exactly alike (the last step)."""
+
+import numpy as np
+import pytest
+import torch
+
+from hybriddepth_ros.core.models import focus_measure as focus_measure_module
+from hybriddepth_ros.core.models.blur_equalisation import (
+    blur_equalised_depth,
+    candidate_diopters,
+    lens_blur_taps,
+    separable_blur,
+)
+from hybriddepth_ros.core.sim.nyu_protocol import NYU_LENS, render_nyu_focal_stack
+from hybriddepth_ros.core.sim.scene import make_scene
+
+FOCUS_M = np.linspace(0.8, 6.0, 5)
+"""The protocol's sweep for a scene at 0.8-6 m: 0.8, 2.1, 3.4, 4.7 and 6.0 m."""
+SIGMA_PX_PER_DIOPTER = NYU_LENS.aperture_diameter_m * NYU_LENS.focal_length_m / NYU_LENS.pixel_pitch_m / 4.0
+
+
+def _plane_luma(plane_m: float, texture_seed: int, size_px: int = 64) -> torch.Tensor:
+    """(5, size, size) luminance in [0, 1] of a textured plane at `plane_m` under the protocol, rounded to 8 bits."""
+    rgb = make_scene(texture_seed, size_px, size_px, num_objects=0, num_textureless=0).rgb
+    depth_m = np.full((size_px, size_px), plane_m, dtype=np.float32)
+    frames = np.clip(np.rint(render_nyu_focal_stack(rgb, depth_m, FOCUS_M).numpy()), 0, 255)
+    return torch.from_numpy((frames @ np.array([0.299, 0.587, 0.114]) / 255.0).astype(np.float32))
+
+
+def _plane_depth_m(luma: torch.Tensor) -> float:
+    depth_m = blur_equalised_depth(luma, torch.from_numpy(1.0 / FOCUS_M).float(), SIGMA_PX_PER_DIOPTER, 3)
+    assert depth_m.shape == (luma.shape[1] // 2, luma.shape[2] // 2)
+    return float(depth_m[8:-8, 8:-8].median())
+
+
+@pytest.mark.parametrize("plane_m", [0.9, 1.2, 1.6, 2.6, 4.0, 5.3, 6.0])
+@pytest.mark.parametrize("texture_seed", [3, 5])
+def test_planes_read_their_depth_whatever_their_texture(plane_m, texture_seed):
+    """Within 4 % everywhere in the sweep (measured when written: at most 3.0 %, at 4.0 m, where the 3.4 and
+    4.7 m frames are both left untouched; 1.1 % elsewhere; untruncated kernels: 4-82 %). The heat-equation
+    fit the backend uses without the lens known reads the first step's planes 7-9 % far, and the last
+    step's as its middle."""
+    assert _plane_depth_m(_plane_luma(plane_m, texture_seed)) == pytest.approx(plane_m, rel=0.04)
+
+
+def test_untextured_frames_are_not_read_as_a_depth_in_focus():
+    """A flat grey stack agrees at every candidate: whatever it returns lies inside the sweep, never NaN."""
+    luma = torch.full((5, 32, 32), 0.5)
+    depth_m = blur_equalised_depth(luma, torch.from_numpy(1.0 / FOCUS_M).float(), SIGMA_PX_PER_DIOPTER, 3)
+    assert torch.isfinite(depth_m).all()
+    assert float(depth_m.min()) >= FOCUS_M[0] * 0.999 and float(depth_m.max()) <= FOCUS_M[-1] * 1.001
+
+
+def test_taps_are_the_truncated_gaussian_and_no_blur_within_a_pixel_of_focus():
+    assert lens_blur_taps(0.5, 3).tolist() == [1.0]  # width 2 sigma = 1 px: the protocol leaves it untouched
+    taps = lens_blur_taps(2.0, 3)
+    offsets = np.arange(-3, 4)
+    expected = np.exp(-offsets**2 / 8.0)
+    np.testing.assert_allclose(taps, expected / expected.sum(), rtol=1e-6)
+    assert lens_blur_taps(2.0, 0).size == 13  # untruncated: 3 sigma each side
+
+
+def test_candidates_are_even_within_each_step_and_stop_at_the_ends():
+    grid = candidate_diopters(torch.tensor([1.25, 0.5, 0.25]), per_step=4)
+    np.testing.assert_allclose(grid, [1.25, 1.0625, 0.875, 0.6875, 0.5, 0.4375, 0.375, 0.3125, 0.25])
+
+
+def test_torch_and_opencv_blurs_agree(monkeypatch):
+    plane = torch.rand(40, 50)
+    taps = lens_blur_taps(1.7, 3)
+    with_opencv = separable_blur(plane, taps)
+    monkeypatch.setattr(focus_measure_module, "FORCE_TORCH_FILTERS", True)
+    with_torch = separable_blur(plane, taps)
+    torch.testing.assert_close(with_torch, with_opencv, rtol=1e-5, atol=1e-6)
+
+
+def test_a_single_frame_is_refused():
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        blur_equalised_depth(torch.zeros(1, 16, 16), torch.tensor([1.0]), SIGMA_PX_PER_DIOPTER)
