@@ -79,3 +79,12 @@ def test_torch_and_opencv_blurs_agree(monkeypatch):
 def test_a_single_frame_is_refused():
     with pytest.raises(ValueError, match="at least 2 frames"):
         blur_equalised_depth(torch.zeros(1, 16, 16), torch.tensor([1.0]), SIGMA_PX_PER_DIOPTER)
+
+
+def test_torch_and_opencv_paths_give_the_same_depth(monkeypatch):
+    luma = _plane_luma(1.6, 3, size_px=32)
+    diopters = torch.from_numpy(1.0 / FOCUS_M).float()
+    with_opencv = blur_equalised_depth(luma, diopters, SIGMA_PX_PER_DIOPTER, 3)
+    monkeypatch.setattr(focus_measure_module, "FORCE_TORCH_FILTERS", True)
+    with_torch = blur_equalised_depth(luma, diopters, SIGMA_PX_PER_DIOPTER, 3)
+    torch.testing.assert_close(with_torch, with_opencv, rtol=1e-4, atol=1e-5)
