@@ -163,7 +163,9 @@ where the floor is noise, it costs: 5-frame simulated stacks, seeds 1000-1019, d
 DEFAULT_BLUR_SIGMA_PX_PER_DIOPTER = 0.0
 """Standard deviation (pixels of the frames) of the blur a point takes per diopter of defocus, where the lens
 is known; 0: not known. With it, end-of-sweep pixels whose last frames look alike take their depth from
-the first blurred frame past them (core.models.focus_measure.flat_run_end_depth). A Gaussian's is its
+the first blurred frame past them (core.models.focus_measure.flat_run_end_depth), and every anchor takes
+its depth from blur equalisation (BLUR_EQUALISED_EDGE_SPREAD), which models the blur as a Gaussian of
+that standard deviation (cut off at blur_psf_radius_px). A Gaussian's is its
 standard deviation; a disc's of diameter D px per diopter, D / 4 (its variance, D^2 / 16, is what the
 relative-blur fit measures). The NYU protocol's: CoC / 4 with CoC = A f / pixel pitch per diopter,
 (6.25 mm x 50 mm) / 12 um / 4 = 6.51 px (to 1-7 % more at focus distances of 6 m down to 0.8 m)."""
@@ -171,23 +173,26 @@ DEFAULT_BLUR_PSF_RADIUS_PX = 0
 """Radius (pixels of the frames) at which the known lens blur is cut off, where a renderer truncates it: 3
 for the NYU protocol's 7x7 gather; 0: at 3 standard deviations (an untruncated Gaussian)."""
 MAX_BLUR_PSF_RADIUS_PX = 64
-BLUR_EQUALISED_MAX_CHANGE = 0.4
-"""With blur_sigma_px_per_diopter set, anchors take the blur-equalised depth
-(core.models.blur_equalisation) unless it differs from their own by more than this share of depth: a
-window across an occlusion edge reads the more textured side's depth there (a ring of far depth
-around near objects), where the focus peak's rules (depth_edge_peaks, occluder_peak) read the edge.
-5-frame NYU-protocol stacks at 0.8-6 m, seeds 1000-1019, dense AbsRel for 0.1, 0.2, 0.4, 0.6, 1.0 and
-no limit: 0.0588, 0.0584, 0.0549, 0.0541, 0.0552, 0.1356 (pairs next to the candidate's only; 0.0518
-over every pair at 0.4, which is what is done); 10 frames 0.0404 at 0.4."""
+BLUR_EQUALISED_EDGE_SPREAD = 2.0
+"""With blur_sigma_px_per_diopter set, anchors take the blur-equalised depth (core.models.blur_equalisation)
+but where the equalised inverse depths of the 3x3 blocks around them span more than this factor: there the
+window crosses an occlusion edge and reads the more textured side's depth (a ring of far depth around near
+objects), where the focus peak's own rules (depth_edge_peaks, occluder_peak) read the edge. Seeds 1000-1019,
+dense AbsRel, 5 frames nyu_far / nyu: 0.0339 / 0.0921 taking it everywhere, 0.0416 / 0.0931 with a factor 1.5,
+0.0402 / 0.0831 with 2; 10 frames 0.0514 / 0.0952 everywhere, 0.0400 / 0.0724 with 2. Keeping it only within
+40 % of the anchor's own depth, as first written: 0.0486 / 0.2449 and 0.0402 / 0.1488 (the peak fit reads
+the capped blur of the protocol's wide first step wrongly by more than that)."""
 NYU_PROTOCOL_SETTINGS = MappingProxyType({"curve_exponent": -2.0, "coarse_band_weight": 1.0,
                                           "seed_min_confidence": 0.25, "curve_floor": 0.5,
                                           "blur_sigma_px_per_diopter": 6.51, "blur_psf_radius_px": 3})
 """FocusMeasureBackend options for focal stacks synthesised by the paper's NYU protocol
 (core/sim/nyu_protocol.py: Gaussian blur capped by a 7x7 gather, pixels within about 1 px of focus left
 untouched, no noise), as tools/evaluate_weight_free.py scores them. Dense AbsRel, seeds 1000-1019,
-480x640, 5 / 10 frames, scenes at 0.8-6 m: 0.0778 / 0.0612, against 0.0994 / 0.0579 with the settings
-before (curve_exponent -1.5, coarse_band_weight 1.0); scenes at 0.3-5 m: 0.2882 / 0.1871 against
-0.3693 / 0.2448; without blur_sigma_px_per_diopter 0.0830 / 0.0594 and 0.2907 / 0.1897. Noise-free
+480x640, 5 / 10 frames, scenes at 0.8-6 m: 0.0402 / 0.0400 (seeds 2000-2009: 0.0522 / 0.0293); scenes
+at 0.3-5 m: 0.0831 / 0.0724 (0.0861 / 0.0740). Before blur equalisation (the lens's blur used only by
+flat_run_end_depth) 0.0778 / 0.0612 and 0.2882 / 0.1871; without blur_sigma_px_per_diopter 0.0830 /
+0.0594 and 0.2907 / 0.1897; with the settings before those (curve_exponent -1.5, coarse_band_weight 1.0)
+0.0994 / 0.0579 and 0.3693 / 0.2448. Noise-free
 frames let weaker peaks anchor the fill (seed_min_confidence 0.25, against 0.5 for a real camera, where
 0.3 let noise peaks on the Pixel stack's blank wall anchor it)."""
 CPU_THREADS = 1
@@ -229,7 +234,7 @@ class FocusMeasureBackend(DepthBackend):
     blur_sigma_px_per_diopter: the lens's blur per diopter where it is known,
       for end-of-sweep pixels whose last frames look alike (with end_defocus;
       DEFAULT_BLUR_SIGMA_PX_PER_DIOPTER), and for every anchor by blur
-      equalisation (BLUR_EQUALISED_MAX_CHANGE); 0: not known.
+      equalisation (BLUR_EQUALISED_EDGE_SPREAD); 0: not known.
     blur_psf_radius_px: where that blur is cut off (DEFAULT_BLUR_PSF_RADIUS_PX).
     min_confidence: depth below this confidence is set to NaN (0 keeps every
       pixel; the confidence map is returned either way).
@@ -425,15 +430,17 @@ class FocusMeasureBackend(DepthBackend):
 
     def _blur_equalised(self, fit: PeakFit, luma: torch.Tensor, diopters: torch.Tensor) -> PeakFit:
         """`fit` (half size) with its vertices' and bounds' depth replaced by the blur-equalised depth of the
-        full-size `luma` where the two differ by at most BLUR_EQUALISED_MAX_CHANGE of depth."""
+        full-size `luma` but across occlusion edges (BLUR_EQUALISED_EDGE_SPREAD)."""
         equalised_m = blur_equalised_depth(luma, diopters, self.blur_sigma_px_per_diopter, self.blur_psf_radius_px)
-        equalised_m = equalised_m[:fit.depth_m.shape[0], :fit.depth_m.shape[1]]
+        inverse = equalised_m[:fit.depth_m.shape[0], :fit.depth_m.shape[1]].reciprocal()[None]
+        spread = box_max(inverse, 3)[0] / -box_max(-inverse, 3)[0]
+        across_edge = spread > BLUR_EQUALISED_EDGE_SPREAD
+        equalised_m = inverse[0].reciprocal()
 
-        def agreeing(own_m: torch.Tensor) -> torch.Tensor:
-            near = (equalised_m - own_m).abs() <= BLUR_EQUALISED_MAX_CHANGE * own_m  # False where own_m is NaN
-            return torch.where(near, equalised_m, own_m)
+        def taken(own_m: torch.Tensor) -> torch.Tensor:
+            return torch.where(torch.isfinite(own_m) & ~across_edge, equalised_m, own_m)
 
-        return replace(fit, depth_m=agreeing(fit.depth_m), end_depth_m=agreeing(fit.end_depth_m))
+        return replace(fit, depth_m=taken(fit.depth_m), end_depth_m=taken(fit.end_depth_m))
 
     def _off_floor(self, focus: torch.Tensor) -> torch.Tensor:
         """(N, H, W) focus curves less curve_floor times each one's lowest value (DEFAULT_CURVE_FLOOR)."""

@@ -96,7 +96,8 @@ def test_last_frames_alike_read_depth_from_the_first_blurred_frame_with_the_lens
     """Planes at 5.2-6 m are in focus in both the 4.7 and the 6 m frame, which the protocol leaves exactly
     alike, so relative blur between them is 0 and reads the middle of their step (5.27 m) whatever the
     depth; the 3.4 m frame's blur, with the protocol's blur per diopter, places them (measured when
-    written: within 0-5 % far, against -12 to +1 % without)."""
+    written, with flat_run_end_depth alone: within 0-5 % far, against -12 to +1 % without; with blur
+    equalisation as well: -1.7 to +1.0 %)."""
     inside = (slice(16, -40), slice(16, 384 // 3 - 16))
     with_lens, without_lens = {}, {}
     for plane_m in (5.2, 5.5, 6.0):
@@ -124,22 +125,27 @@ def test_blur_per_diopter_negative_or_not_finite_is_refused(sigma):
         FocusMeasureBackend(device="cpu", blur_sigma_px_per_diopter=sigma)
 
 
-def test_blur_equalised_depth_replaces_an_anchor_only_where_it_agrees_with_it(monkeypatch):
-    """An anchor whose blur-equalised depth differs from its own by more than BLUR_EQUALISED_MAX_CHANGE (a
-    window across an occlusion edge) keeps its own; NaN stays NaN; bounds are treated as vertices are."""
+def test_blur_equalised_depth_replaces_anchors_but_next_to_an_occlusion_edge(monkeypatch):
+    """Blocks whose 3x3 neighbourhood of equalised depths spans more than BLUR_EQUALISED_EDGE_SPREAD in
+    inverse depth (a window across an occlusion edge) keep their own depth; NaN stays NaN; bounds are
+    treated as vertices are."""
     from hybriddepth_ros.core.depth import focus_measure as backend_module
     from hybriddepth_ros.core.models.focus_measure import PeakFit
 
-    assert backend_module.BLUR_EQUALISED_MAX_CHANGE == 0.4
-    equalised_m = torch.tensor([[1.3, 1.5, 2.5, 0.7]])
+    assert backend_module.BLUR_EQUALISED_EDGE_SPREAD == 2.0
+    # Columns 0-2 at 1 m, 3-5 at 3 m (3 times farther): columns 2 and 3 see both in their 3x3 blocks.
+    equalised_m = torch.tensor([[1.0, 1.0, 1.0, 3.0, 3.0, 3.0]]).expand(3, 6)
     monkeypatch.setattr(backend_module, "blur_equalised_depth", lambda *args: equalised_m)
     nan = float("nan")
-    fit = PeakFit(depth_m=torch.tensor([[1.0, 1.0, nan, nan]]), confidence=torch.ones(1, 4),
-                  peak_index=torch.zeros(1, 4, dtype=torch.long), end_depth_m=torch.tensor([[nan, nan, 2.0, 1.0]]))
+    own_m = torch.tensor([[1.5, 1.5, 1.5, 1.5, 1.5, nan]]).expand(3, 6)
+    bound_m = torch.tensor([[nan, nan, nan, nan, nan, 2.0]]).expand(3, 6)
+    fit = PeakFit(depth_m=own_m, confidence=torch.ones(3, 6), peak_index=torch.zeros(3, 6, dtype=torch.long),
+                  end_depth_m=bound_m)
     backend = FocusMeasureBackend(device="cpu", **NYU_PROTOCOL_SETTINGS)
-    refined = backend._blur_equalised(fit, torch.zeros(5, 2, 8), torch.ones(5))
-    torch.testing.assert_close(refined.depth_m, torch.tensor([[1.3, 1.0, nan, nan]]), equal_nan=True)
-    torch.testing.assert_close(refined.end_depth_m, torch.tensor([[nan, nan, 2.5, 0.7]]), equal_nan=True)
+    refined = backend._blur_equalised(fit, torch.zeros(5, 6, 12), torch.ones(5))
+    expected_m = torch.tensor([[1.0, 1.0, 1.5, 1.5, 3.0, nan]]).expand(3, 6)
+    torch.testing.assert_close(refined.depth_m, expected_m, equal_nan=True)
+    torch.testing.assert_close(refined.end_depth_m, torch.tensor([[nan] * 5 + [3.0]]).expand(3, 6), equal_nan=True)
 
 
 @pytest.mark.parametrize("radius", [-1, 1.5, True, 65])
