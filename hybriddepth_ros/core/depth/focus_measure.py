@@ -182,6 +182,14 @@ dense AbsRel, 5 frames nyu_far / nyu: 0.0339 / 0.0921 taking it everywhere, 0.04
 0.0402 / 0.0831 with 2; 10 frames 0.0514 / 0.0952 everywhere, 0.0400 / 0.0724 with 2. Keeping it only within
 40 % of the anchor's own depth, as first written: 0.0486 / 0.2449 and 0.0402 / 0.1488 (the peak fit reads
 the capped blur of the protocol's wide first step wrongly by more than that)."""
+BLUR_EQUALISED_ERROR_SCALE = 0.06
+"""Expected relative depth error of a blur-equalised anchor (blur_equalised_depth's) at which its published
+confidence halves, as EXPECTED_ERROR_SCALE and BOUND_EXPECTED_ERROR_SCALE do for the peak's and the bound's,
+which no longer describe these anchors. It changes confidence only. Seeds 1000-1019, AUSE / half for 0.03,
+0.06, 0.1, 0.2 (with the peak's and bound's own errors, as before): 5-frame nyu_far 0.0158 / 0.54, 0.0117 /
+0.43, 0.0115 / 0.43, 0.0123 / 0.46 (0.0140 / 0.52); nyu 0.0235 / 0.46, 0.0226 / 0.42, 0.0230 / 0.40,
+0.0236 / 0.40 (0.0297 / 0.51); 10 frames at 0.06: nyu_far 0.0069 / 0.32 (0.0118 / 0.40), nyu 0.0133 / 0.21
+(0.0411 / 0.52)."""
 NYU_PROTOCOL_SETTINGS = MappingProxyType({"curve_exponent": -2.0, "coarse_band_weight": 1.0,
                                           "seed_min_confidence": 0.25, "curve_floor": 0.5,
                                           "blur_sigma_px_per_diopter": 6.51, "blur_psf_radius_px": 3})
@@ -384,8 +392,13 @@ class FocusMeasureBackend(DepthBackend):
             blended_m, error_d = defocus_blended_depth(fit, pairs, blur, diopters)
             fit = replace(fit, depth_m=blended_m)
             relative_error = error_d * blended_m  # a depth error of dD diopters is dD * z of z metres
+        equalised_error = None
         if self.blur_sigma_px_per_diopter > 0:
-            fit = self._blur_equalised(fit, luma, diopters)
+            fit, equalised_error = self._blur_equalised(fit, luma, diopters)
+            # The peak's and the end bound's own expected errors no longer describe the anchors taken.
+            taken = torch.isfinite(equalised_error)
+            relative_error = None if relative_error is None else relative_error.masked_fill(taken, torch.nan)
+            bound_error = None if bound_error is None else bound_error.masked_fill(taken, torch.nan)
         confidence = torch.where(torch.isnan(fit.depth_m), 0.0, fit.confidence)
         timings_s["peak_fit"] = time.perf_counter() - start_s
 
@@ -408,7 +421,7 @@ class FocusMeasureBackend(DepthBackend):
                               decay_px=self.densify_params.decay_px / 2)
         depth_m, confidence, measured, diagnostics = self._fill(
             half_guide, fit, fit.depth_m, confidence, None, half_window_px, half_params, occluder, relative_error,
-            rim_near_m, bound_area, bound_error)
+            rim_near_m, bound_area, bound_error, equalised_error)
         if half_valid is not None:
             diagnostics["measured_fraction"] = float((measured & half_valid).sum()) / max(int(half_valid.sum()), 1)
         if blur is not None:
@@ -428,19 +441,26 @@ class FocusMeasureBackend(DepthBackend):
         timings_s["densify"] = time.perf_counter() - start_s
         return self._result(depth_m, confidence, measured, timings_s, diagnostics)
 
-    def _blur_equalised(self, fit: PeakFit, luma: torch.Tensor, diopters: torch.Tensor) -> PeakFit:
+    def _blur_equalised(self, fit: PeakFit, luma: torch.Tensor,
+                        diopters: torch.Tensor) -> tuple[PeakFit, torch.Tensor]:
         """`fit` (half size) with its vertices' and bounds' depth replaced by the blur-equalised depth of the
-        full-size `luma` but across occlusion edges (BLUR_EQUALISED_EDGE_SPREAD)."""
-        equalised_m = blur_equalised_depth(luma, diopters, self.blur_sigma_px_per_diopter, self.blur_psf_radius_px)
-        inverse = equalised_m[:fit.depth_m.shape[0], :fit.depth_m.shape[1]].reciprocal()[None]
+        full-size `luma` but across occlusion edges (BLUR_EQUALISED_EDGE_SPREAD), and the expected relative
+        error of the depth taken (NaN where none was)."""
+        equalised_m, equalised_error = blur_equalised_depth(luma, diopters, self.blur_sigma_px_per_diopter,
+                                                            self.blur_psf_radius_px)
+        rows, cols = fit.depth_m.shape
+        inverse = equalised_m[:rows, :cols].reciprocal()[None]
         spread = box_max(inverse, 3)[0] / -box_max(-inverse, 3)[0]
         across_edge = spread > BLUR_EQUALISED_EDGE_SPREAD
         equalised_m = inverse[0].reciprocal()
+        anchor = torch.isfinite(fit.depth_m) | torch.isfinite(fit.end_depth_m)
+        taken = anchor & ~across_edge
 
-        def taken(own_m: torch.Tensor) -> torch.Tensor:
-            return torch.where(torch.isfinite(own_m) & ~across_edge, equalised_m, own_m)
+        def taken_where_finite(own_m: torch.Tensor) -> torch.Tensor:
+            return torch.where(torch.isfinite(own_m) & taken, equalised_m, own_m)
 
-        return replace(fit, depth_m=taken(fit.depth_m), end_depth_m=taken(fit.end_depth_m))
+        refined = replace(fit, depth_m=taken_where_finite(fit.depth_m), end_depth_m=taken_where_finite(fit.end_depth_m))
+        return refined, torch.where(taken, equalised_error[:rows, :cols], torch.nan)
 
     def _off_floor(self, focus: torch.Tensor) -> torch.Tensor:
         """(N, H, W) focus curves less curve_floor times each one's lowest value (DEFAULT_CURVE_FLOOR)."""
@@ -449,7 +469,7 @@ class FocusMeasureBackend(DepthBackend):
         return focus - self.curve_floor * focus.amin(0)
 
     def _fill(self, guide, fit, depth_m, confidence, valid, window_px: int, params: DensifyParams, occluder=None,
-              relative_error=None, rim_near_m=None, bound_area=None, bound_error=None):
+              relative_error=None, rim_near_m=None, bound_area=None, bound_error=None, equalised_error=None):
         """Densify the peak fit under `guide` (3, h, w) of the same size; returns depth, confidence, measured, diagnostics.
 
         The anchors are chosen by `_anchors` (`occluder`, `rim_near_m`, `bound_area`: see there).
@@ -457,6 +477,8 @@ class FocusMeasureBackend(DepthBackend):
         NaN but at blended vertices); their published confidence falls with it (EXPECTED_ERROR_SCALE).
         `bound_error` (optional, (h, w)): the same for end-of-sweep bounds (end_defocus_error_d's), with
         BOUND_EXPECTED_ERROR_SCALE.
+        `equalised_error` (optional, (h, w)): the same for anchors that took the blur-equalised depth, with
+        BLUR_EQUALISED_ERROR_SCALE.
         """
         anchor_depth_m, anchor_confidence, indirect = self._anchors(
             guide, fit, depth_m, confidence, window_px, params, occluder, rim_near_m, bound_area)
@@ -472,6 +494,9 @@ class FocusMeasureBackend(DepthBackend):
         if bound_error is not None:
             filled_confidence = _lowered_by_expected_error(filled_confidence, bound_error, BOUND_EXPECTED_ERROR_SCALE,
                                                            indirect_anchor)
+        if equalised_error is not None:
+            filled_confidence = _lowered_by_expected_error(filled_confidence, equalised_error,
+                                                           BLUR_EQUALISED_ERROR_SCALE, dense.measured)
         inside = dense.measured.numel() if valid is None else int(valid.sum())
         diagnostics: dict[str, float | str] = {"measured_fraction": float(measured.sum()) / max(inside, 1)}
         if not bool(dense.measured.any()):

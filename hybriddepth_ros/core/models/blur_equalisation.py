@@ -82,9 +82,12 @@ def candidate_diopters(diopters: torch.Tensor, per_step: int = GRID_PER_STEP) ->
 
 
 def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_per_diopter: float,
-                         radius_px: int = 0, window_px: int = WINDOW_PX, per_step: int = GRID_PER_STEP) -> torch.Tensor:
+                         radius_px: int = 0, window_px: int = WINDOW_PX,
+                         per_step: int = GRID_PER_STEP) -> tuple[torch.Tensor, torch.Tensor]:
     """(H // 2, W // 2) depth in metres per 2x2 block from (N, H, W) luminance frames at `diopters` (N,), by blur
-    equalisation over every pair of neighbouring frames with the lens's known blur (module docstring).
+    equalisation over every pair of neighbouring frames with the lens's known blur (module docstring), and
+    its expected relative error (from the disagreement left at the minimum against the curvature there;
+    infinite where the disagreement has no curvature, as on a flat grey stack).
 
     The disagreement of each candidate is summed over a `window_px` square and over each 2x2 block, the
     grid the dense path works on. Where the window mixes two surfaces the minimum belongs to the more
@@ -132,4 +135,9 @@ def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_pe
     offset = torch.where(curvature > 0, 0.5 * (y0 - y2) / curvature.clamp(min=1e-30), 0.0).clamp(-0.5, 0.5)
     # The grid is even within a step, not across steps: interpolate towards the side the vertex lies on.
     inverse_depth = torch.where(offset < 0, x1 + offset * (x1 - x0), x1 + offset * (x2 - x1))
-    return inverse_depth.reciprocal()
+    # A parabola y_min + a (x - x*)^2 whose floor y_min is the disagreement left at the best candidate
+    # moves its vertex by about sqrt(y_min / a) when that floor is noise: a = curvature / (2 spacing^2).
+    spacing = torch.where(offset < 0, x1 - x0, x2 - x1).abs()
+    error_d = spacing * torch.sqrt(2 * y1.clamp(min=0) / curvature.clamp(min=1e-30))
+    error_d = torch.where(curvature > 0, error_d, torch.inf)
+    return inverse_depth.reciprocal(), error_d / inverse_depth
