@@ -36,6 +36,17 @@ GRID_PER_STEP = 8
 5-frame NYU-protocol stacks at 0.8-6 m, seeds 1000-1019: dense AbsRel 0.0518 with 8, 0.0617 with 4."""
 WINDOW_PX = 9
 """Side of the square over which the reblurred frames' disagreement is summed (full-size pixels)."""
+ROUNDING_VARIANCE = 1.0 / 12.0 / 255.0**2
+"""Variance of rounding to 8 bits, in luminance of [0, 1]: the noise of a rendered frame where the blur
+changed it. Blurring it away lowers the disagreement, so uncorrected the minimum leans towards the candidates
+that blur most; subtracted, a weakly textured wall (crops of the Pixel photo's, luminance std 1-3 DN) reads
+its depth instead of the sweep's near end (test_blur_equalisation.py). NYU-protocol stacks rendered from the
+Pixel photo at 640x480 with a smooth depth map at 0.85-1.75 m (a scratch measurement: the backend's own
+depth of that stack, blurred and scaled), NYU_PROTOCOL_SETTINGS, dense AbsRel 0.1246 without, 0.0168 with
+(0.0164 with the lens unknown); at 1.7-3.5 and 2.9-5.8 m 0.0114 and 0.0184 without, 0.0122 and 0.0276
+with (0.0544 and 0.1363 unknown). On the evaluation's procedural scenes it costs: seeds 1000-1019, 5 / 10
+frames, nyu_far 0.0402 / 0.0400 -> 0.0450 / 0.0408, nyu 0.0831 / 0.0724 -> 0.0881 / 0.0727, where the
+lean put flat-coloured objects, all in front, near."""
 
 
 def lens_blur_taps(sigma_px: float, radius_px: int = 0) -> np.ndarray:
@@ -59,6 +70,11 @@ def separable_blur(plane: torch.Tensor, taps: np.ndarray) -> torch.Tensor:
     kernel = torch.as_tensor(taps, device=plane.device, dtype=plane.dtype)
     rows = F.conv2d(F.pad(plane[None, None], (half, half, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
     return F.conv2d(F.pad(rows, (0, 0, half, half), mode="replicate"), kernel.view(1, 1, -1, 1))[0, 0]
+
+
+def _energy(taps: np.ndarray) -> float:
+    """Sum of squares of the 2-D separable kernel with these 1-D taps."""
+    return float((taps.astype(np.float64) ** 2).sum()) ** 2
 
 
 def _cv_blur(plane: np.ndarray, taps: np.ndarray) -> np.ndarray:
@@ -87,11 +103,13 @@ def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_pe
     """(H // 2, W // 2) depth in metres per 2x2 block from (N, H, W) luminance frames at `diopters` (N,), by blur
     equalisation over every pair of neighbouring frames with the lens's known blur (module docstring), and
     its expected relative error (from the disagreement left at the minimum against the curvature there;
-    infinite where the disagreement has no curvature, as on a flat grey stack).
+    infinite where the frames agree at every candidate, as on a flat grey stack, or the minimum has no
+    curvature).
 
     The disagreement of each candidate is summed over a `window_px` square and over each 2x2 block, the
-    grid the dense path works on. Where the window mixes two surfaces the minimum belongs to the more
-    textured one; callers keep their own estimate where the two disagree much (FocusMeasureBackend).
+    grid the dense path works on, less the share 8-bit rounding adds (ROUNDING_VARIANCE). Where the window
+    mixes two surfaces the minimum belongs to the more textured one (FocusMeasureBackend keeps its own
+    estimate across occlusion edges).
     5x480x640, 33 candidates: 150 ms on this project's CPU (one thread, OpenCV's filters; 500 ms for 10 frames).
     """
     count, height, width = luma.shape
@@ -104,12 +122,17 @@ def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_pe
     planes = [plane.numpy() for plane in luma.contiguous()] if on_cpu else list(luma)
     unblurred_pairs: dict[int, object] = {}  # pair -> squared difference, for candidates that blur neither frame
     disagreement = luma.new_empty((len(grid), rows, cols))
+    noise_floor = torch.zeros(len(grid), dtype=luma.dtype, device=luma.device)  # expected rounding disagreement
     for which, candidate_d in enumerate(grid):
         total = np.zeros((height, width), np.float32) if on_cpu else torch.zeros_like(luma[0])
+        noise_gain = 0.0
         for index in range(count - 1):
             # Each frame of the pair takes the other's blur at this candidate.
             taps_a = lens_blur_taps(sigma_px_per_diopter * abs(candidate_d - focus_d[index + 1]), radius_px)
             taps_b = lens_blur_taps(sigma_px_per_diopter * abs(candidate_d - focus_d[index]), radius_px)
+            # A frame carries rounding noise where the blur changed it (its own kernel, the other's taps, is more
+            # than one tap); the other frame's kernel passes the energy of its taps, squared (separable), of it.
+            noise_gain += (taps_b.size > 1) * _energy(taps_a) + (taps_a.size > 1) * _energy(taps_b)
             if taps_a.size == taps_b.size == 1:
                 if index not in unblurred_pairs:
                     unblurred_pairs[index] = (planes[index] - planes[index + 1]) ** 2
@@ -127,6 +150,8 @@ def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_pe
         else:
             summed = box_mean(total[None], window_px)[0]
             disagreement[which] = F.avg_pool2d(summed[None, :2 * rows, :2 * cols], 2)[0]
+        noise_floor[which] = ROUNDING_VARIANCE * noise_gain
+        disagreement[which] -= noise_floor[which]
     grid_t = torch.as_tensor(grid, dtype=luma.dtype, device=luma.device)
     best = disagreement.argmin(0).clamp(1, len(grid) - 2)
     y0, y1, y2 = (disagreement.gather(0, (best + shift)[None])[0] for shift in (-1, 0, 1))
@@ -135,9 +160,14 @@ def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_pe
     offset = torch.where(curvature > 0, 0.5 * (y0 - y2) / curvature.clamp(min=1e-30), 0.0).clamp(-0.5, 0.5)
     # The grid is even within a step, not across steps: interpolate towards the side the vertex lies on.
     inverse_depth = torch.where(offset < 0, x1 + offset * (x1 - x0), x1 + offset * (x2 - x1))
-    # A parabola y_min + a (x - x*)^2 whose floor y_min is the disagreement left at the best candidate
-    # moves its vertex by about sqrt(y_min / a) when that floor is noise: a = curvature / (2 spacing^2).
+    # A parabola y_min + a (x - x*)^2 whose floor y_min is the disagreement left at the best candidate (with
+    # the rounding noise's share) moves its vertex by about sqrt(y_min / a) when that floor is noise:
+    # a = curvature / (2 spacing^2).
     spacing = torch.where(offset < 0, x1 - x0, x2 - x1).abs()
-    error_d = spacing * torch.sqrt(2 * y1.clamp(min=0) / curvature.clamp(min=1e-30))
-    error_d = torch.where(curvature > 0, error_d, torch.inf)
+    floor = (y1 + noise_floor[best]).clamp(min=0)
+    error_d = spacing * torch.sqrt(2 * floor / curvature.clamp(min=1e-30))
+    # Frames alike at every candidate (no texture, or none left by the blur) read nothing.
+    raw = disagreement + noise_floor[:, None, None]
+    no_signal = raw.amax(0) - raw.amin(0) <= 1e-3 * ROUNDING_VARIANCE
+    error_d = torch.where((curvature > 0) & ~no_signal, error_d, torch.inf)
     return inverse_depth.reciprocal(), error_d / inverse_depth

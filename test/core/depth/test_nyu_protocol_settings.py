@@ -127,15 +127,15 @@ def test_blur_per_diopter_negative_or_not_finite_is_refused(sigma):
 
 def test_blur_equalised_depth_replaces_anchors_but_next_to_an_occlusion_edge(monkeypatch):
     """Blocks whose 3x3 neighbourhood of equalised depths spans more than BLUR_EQUALISED_EDGE_SPREAD in
-    inverse depth (a window across an occlusion edge) keep their own depth and expected error; NaN stays
-    NaN; bounds are treated as vertices are."""
+    inverse depth (a window across an occlusion edge), or whose equalised error is infinite (nothing read),
+    keep their own depth and expected error; NaN stays NaN; bounds are treated as vertices are."""
     from hybriddepth_ros.core.depth import focus_measure as backend_module
     from hybriddepth_ros.core.models.focus_measure import PeakFit
 
     assert backend_module.BLUR_EQUALISED_EDGE_SPREAD == 2.0
     # Columns 0-2 at 1 m, 3-5 at 3 m (3 times farther): columns 2 and 3 see both in their 3x3 blocks.
     equalised_m = torch.tensor([[1.0, 1.0, 1.0, 3.0, 3.0, 3.0]]).expand(3, 6)
-    equalised_error = torch.full((3, 6), 0.01)
+    equalised_error = torch.tensor([[float("inf"), 0.01, 0.01, 0.01, 0.01, 0.01]]).expand(3, 6)  # column 0 read nothing
     monkeypatch.setattr(backend_module, "blur_equalised_depth", lambda *args: (equalised_m, equalised_error))
     nan = float("nan")
     own_m = torch.tensor([[1.5, 1.5, 1.5, 1.5, 1.5, nan]]).expand(3, 6)
@@ -144,11 +144,11 @@ def test_blur_equalised_depth_replaces_anchors_but_next_to_an_occlusion_edge(mon
                   end_depth_m=bound_m)
     backend = FocusMeasureBackend(device="cpu", **NYU_PROTOCOL_SETTINGS)
     refined, taken_error = backend._blur_equalised(fit, torch.zeros(5, 6, 12), torch.ones(5))
-    expected_m = torch.tensor([[1.0, 1.0, 1.5, 1.5, 3.0, nan]]).expand(3, 6)
+    expected_m = torch.tensor([[1.5, 1.0, 1.5, 1.5, 3.0, nan]]).expand(3, 6)
     torch.testing.assert_close(refined.depth_m, expected_m, equal_nan=True)
     torch.testing.assert_close(refined.end_depth_m, torch.tensor([[nan] * 5 + [3.0]]).expand(3, 6), equal_nan=True)
     # The expected error goes with the depth taken, NaN where the anchor kept its own.
-    torch.testing.assert_close(taken_error, torch.tensor([[0.01, 0.01, nan, nan, 0.01, 0.01]]).expand(3, 6),
+    torch.testing.assert_close(taken_error, torch.tensor([[nan, 0.01, nan, nan, 0.01, 0.01]]).expand(3, 6),
                                equal_nan=True)
 
 
