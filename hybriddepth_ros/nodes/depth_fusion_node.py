@@ -153,10 +153,10 @@ FUSION_PARAMETERS = (
                   "lowest value taken off before the peak fit, where blur stops growing with defocus (0.5 suits "
                   "the NYU protocol's 7x7 gather; 0 for a real lens).", low=0.0, high=0.99),
     ParameterSpec("focus_measure.blur_sigma_px_per_diopter", DEFAULT_BLUR_SIGMA_PX_PER_DIOPTER, "Weight-free DFF: "
-                  "the lens's blur per diopter of defocus (standard deviation, pixels; a disc's diameter / 4) where "
-                  "known: end-of-sweep pixels whose last frames look alike read depth from the first blurred frame "
-                  "(6.51 for the NYU protocol), and every measurement is refined by blur equalisation with it; "
-                  "0: not known.", low=0.0, high=1000.0),
+                  "a Gaussian blur's standard deviation per diopter of defocus, pixels, where known (6.51 for the "
+                  "NYU protocol): every measurement is read by blur equalisation with it, and end-of-sweep pixels "
+                  "whose last frames look alike from the first blurred frame; not for a real lens's disc blur, "
+                  "which the Gaussian does not model; 0: not known.", low=0.0, high=1000.0),
     ParameterSpec("focus_measure.blur_psf_radius_px", DEFAULT_BLUR_PSF_RADIUS_PX, "Weight-free DFF: radius (pixels) "
                   "at which that known blur is cut off (3 for the NYU protocol's 7x7 gather); 0: at 3 standard "
                   "deviations.", low=0, high=MAX_BLUR_PSF_RADIUS_PX),

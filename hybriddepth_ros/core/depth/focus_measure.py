@@ -165,7 +165,9 @@ DEFAULT_BLUR_SIGMA_PX_PER_DIOPTER = 0.0
 is known; 0: not known. With it, end-of-sweep pixels whose last frames look alike take their depth from
 the first blurred frame past them (core.models.focus_measure.flat_run_end_depth), and every anchor takes
 its depth from blur equalisation (BLUR_EQUALISED_EDGE_SPREAD), which models the blur as a Gaussian of
-that standard deviation (cut off at blur_psf_radius_px). A Gaussian's is its
+that standard deviation (cut off at blur_psf_radius_px): a real lens's disc blur it does not model (the
+simulated camera's disc, 6.86 px per diopter across, as a Gaussian of 1.71 px per diopter: 5-frame `sim`
+stacks, seeds 1000-1019, dense AbsRel 0.2053 against 0.0492 without). A Gaussian's is its
 standard deviation; a disc's of diameter D px per diopter, D / 4 (its variance, D^2 / 16, is what the
 relative-blur fit measures). The NYU protocol's: CoC / 4 with CoC = A f / pixel pitch per diopter,
 (6.25 mm x 50 mm) / 12 um / 4 = 6.51 px (to 1-7 % more at focus distances of 6 m down to 0.8 m)."""
