@@ -195,15 +195,17 @@ which no longer describe these anchors. It changes confidence only. Seeds 1000-1
 0.43, 0.0115 / 0.43, 0.0123 / 0.46 (0.0140 / 0.52); nyu 0.0235 / 0.46, 0.0226 / 0.42, 0.0230 / 0.40,
 0.0236 / 0.40 (0.0297 / 0.51); 10 frames at 0.06: nyu_far 0.0069 / 0.32 (0.0118 / 0.40), nyu 0.0133 / 0.21
 (0.0411 / 0.52). Measured before the rounding noise was taken off (blur_equalisation.ROUNDING_VARIANCE);
-at 0.06 since: 5 frames nyu_far 0.0119 / 0.41, nyu 0.0241 / 0.40; 10 frames 0.0070 / 0.32 and 0.0134 / 0.22."""
+at 0.06 since: 5 frames nyu_far 0.0119 / 0.41, nyu 0.0241 / 0.40; 10 frames 0.0070 / 0.32 and 0.0134 / 0.22;
+with 16 candidates per step: 0.0082 / 0.32, 0.0149 / 0.25; 0.0057 / 0.28, 0.0112 / 0.17."""
 NYU_PROTOCOL_SETTINGS = MappingProxyType({"curve_exponent": -2.0, "coarse_band_weight": 1.0,
                                           "seed_min_confidence": 0.25, "curve_floor": 0.5,
                                           "blur_sigma_px_per_diopter": 6.51, "blur_psf_radius_px": 3})
 """FocusMeasureBackend options for focal stacks synthesised by the paper's NYU protocol
 (core/sim/nyu_protocol.py: Gaussian blur capped by a 7x7 gather, pixels within about 1 px of focus left
 untouched, no noise), as tools/evaluate_weight_free.py scores them. Dense AbsRel, seeds 1000-1019,
-480x640, 5 / 10 frames, scenes at 0.8-6 m: 0.0450 / 0.0408 (seeds 2000-2009: 0.0545 / 0.0301); scenes
-at 0.3-5 m: 0.0881 / 0.0727 (0.0872 / 0.0732). Before blur equalisation (the lens's blur used only by
+480x640, 5 / 10 frames, scenes at 0.8-6 m: 0.0412 / 0.0389 (seeds 2000-2009: 0.0519 / 0.0285); scenes
+at 0.3-5 m: 0.0790 / 0.0700 (0.0822 / 0.0680). With 8 blur-equalisation candidates per step instead of 16:
+0.0450 / 0.0408 and 0.0881 / 0.0727. Before blur equalisation (the lens's blur used only by
 flat_run_end_depth) 0.0778 / 0.0612 and 0.2882 / 0.1871; without blur_sigma_px_per_diopter 0.0830 /
 0.0594 and 0.2907 / 0.1897; with the settings before those (curve_exponent -1.5, coarse_band_weight 1.0)
 0.0994 / 0.0579 and 0.3693 / 0.2448. Noise-free

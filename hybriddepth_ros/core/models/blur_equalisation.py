@@ -31,9 +31,12 @@ import torch.nn.functional as F
 
 from .focus_measure import box_mean, opencv_applies
 
-GRID_PER_STEP = 8
+GRID_PER_STEP = 16
 """Candidate depths per step of the sweep, evenly in diopters; the minimum is refined by a parabola.
-5-frame NYU-protocol stacks at 0.8-6 m, seeds 1000-1019: dense AbsRel 0.0518 with 8, 0.0617 with 4."""
+NYU-protocol stacks, seeds 1000-1019 (tools/evaluate_weight_free.py), dense AbsRel with 8, 16 and 24:
+5-frame nyu_far 0.0450, 0.0412, 0.0406 (AUSE 0.0119, 0.0082, 0.0073), nyu 0.0881, 0.0790, 0.0785;
+10 frames with 8 and 16: nyu_far 0.0408, 0.0389, nyu 0.0727, 0.0700. The cost grows with the count (5-frame
+backend medians 180, 280 and 400 ms). An earlier form scored 0.0617 with 4 against 0.0518 with 8."""
 WINDOW_PX = 9
 """Side of the square over which the reblurred frames' disagreement is summed (full-size pixels)."""
 ROUNDING_VARIANCE = 1.0 / 12.0 / 255.0**2
@@ -44,9 +47,10 @@ its depth instead of the sweep's near end (test_blur_equalisation.py). NYU-proto
 Pixel photo at 640x480 with a smooth depth map at 0.85-1.75 m (a scratch measurement: the backend's own
 depth of that stack, blurred and scaled), NYU_PROTOCOL_SETTINGS, dense AbsRel 0.1246 without, 0.0168 with
 (0.0164 with the lens unknown); at 1.7-3.5 and 2.9-5.8 m 0.0114 and 0.0184 without, 0.0122 and 0.0276
-with (0.0544 and 0.1363 unknown). On the evaluation's procedural scenes it costs: seeds 1000-1019, 5 / 10
-frames, nyu_far 0.0402 / 0.0400 -> 0.0450 / 0.0408, nyu 0.0831 / 0.0724 -> 0.0881 / 0.0727, where the
-lean put flat-coloured objects, all in front, near."""
+with (0.0544 and 0.1363 unknown); with 16 candidates per step instead of 8, 0.0176, 0.0153 and 0.0270 with.
+On the evaluation's procedural scenes it costs (8 per step): seeds 1000-1019, 5 / 10 frames, nyu_far
+0.0402 / 0.0400 -> 0.0450 / 0.0408, nyu 0.0831 / 0.0724 -> 0.0881 / 0.0727, where the lean put
+flat-coloured objects, all in front, near."""
 
 
 def lens_blur_taps(sigma_px: float, radius_px: int = 0) -> np.ndarray:
@@ -110,7 +114,8 @@ def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_pe
     grid the dense path works on, less the share 8-bit rounding adds (ROUNDING_VARIANCE). Where the window
     mixes two surfaces the minimum belongs to the more textured one (FocusMeasureBackend keeps its own
     estimate across occlusion edges).
-    5x480x640, 33 candidates: 150 ms on this project's CPU (one thread, OpenCV's filters; 500 ms for 10 frames).
+    5x480x640, 65 candidates: 190-200 ms on this project's CPU (one thread, OpenCV's filters); 10 frames, 145
+    candidates: 880-980 ms.
     """
     count, height, width = luma.shape
     if count < 2:

