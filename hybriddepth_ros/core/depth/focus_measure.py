@@ -457,18 +457,17 @@ class FocusMeasureBackend(DepthBackend):
         equalised_m, equalised_error = blur_equalised_depth(luma, diopters, self.blur_sigma_px_per_diopter,
                                                             self.blur_psf_radius_px)
         rows, cols = fit.depth_m.shape
-        inverse = equalised_m[:rows, :cols].reciprocal()[None]
-        spread = box_max(inverse, 3)[0] / -box_max(-inverse, 3)[0]
-        across_edge = spread > BLUR_EQUALISED_EDGE_SPREAD
-        equalised_m = inverse[0].reciprocal()
+        equalised_m, equalised_error = equalised_m[:rows, :cols], equalised_error[:rows, :cols]
+        inverse = equalised_m.reciprocal()[None]
+        across_edge = box_max(inverse, 3)[0] > BLUR_EQUALISED_EDGE_SPREAD * -box_max(-inverse, 3)[0]
         anchor = torch.isfinite(fit.depth_m) | torch.isfinite(fit.end_depth_m)
-        taken = anchor & ~across_edge & torch.isfinite(equalised_error[:rows, :cols])
+        taken = anchor & ~across_edge & torch.isfinite(equalised_error)
 
         def taken_where_finite(own_m: torch.Tensor) -> torch.Tensor:
             return torch.where(torch.isfinite(own_m) & taken, equalised_m, own_m)
 
         refined = replace(fit, depth_m=taken_where_finite(fit.depth_m), end_depth_m=taken_where_finite(fit.end_depth_m))
-        return refined, torch.where(taken, equalised_error[:rows, :cols], torch.nan)
+        return refined, torch.where(taken, equalised_error, torch.nan)
 
     def _off_floor(self, focus: torch.Tensor) -> torch.Tensor:
         """(N, H, W) focus curves less curve_floor times each one's lowest value (DEFAULT_CURVE_FLOOR)."""
