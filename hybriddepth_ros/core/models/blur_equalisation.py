@@ -36,21 +36,32 @@ GRID_PER_STEP = 16
 NYU-protocol stacks, seeds 1000-1019 (tools/evaluate_weight_free.py), dense AbsRel with 8, 16 and 24:
 5-frame nyu_far 0.0450, 0.0412, 0.0406 (AUSE 0.0119, 0.0082, 0.0073), nyu 0.0881, 0.0790, 0.0785;
 10 frames with 8 and 16: nyu_far 0.0408, 0.0389, nyu 0.0727, 0.0700. The cost grows with the count (5-frame
-backend medians 180, 280 and 400 ms). An earlier form scored 0.0617 with 4 against 0.0518 with 8."""
-WINDOW_PX = 9
-"""Side of the square over which the reblurred frames' disagreement is summed (full-size pixels)."""
+backend medians 180, 280 and 400 ms). An earlier form scored 0.0617 with 4 against 0.0518 with 8. All
+measured with the rounding taken off every candidate alike (ROUNDING_VARIANCE)."""
+WINDOW_BLOCKS = 5
+"""Side, in 2x2 blocks (10 px of the frames), of the square over which the reblurred frames' disagreement is
+summed. Summing blocks first is 4 times fewer pixels to box-filter, pair by pair (ROUNDING_VARIANCE). A 9 px
+window at full size before it, the same rule otherwise: 5-frame NYU-protocol stacks, seeds 1000-1019,
+dense AbsRel nyu_far 0.0381 (9 px) and 0.0386, nyu 0.0790 and 0.0792."""
 ROUNDING_VARIANCE = 1.0 / 12.0 / 255.0**2
 """Variance of rounding to 8 bits, in luminance of [0, 1]: the noise of a rendered frame where the blur
 changed it. Blurring it away lowers the disagreement, so uncorrected the minimum leans towards the candidates
-that blur most; subtracted, a weakly textured wall (crops of the Pixel photo's, luminance std 1-3 DN) reads
-its depth instead of the sweep's near end (test_blur_equalisation.py). NYU-protocol stacks rendered from the
-Pixel photo at 640x480 with a smooth depth map at 0.85-1.75 m (a scratch measurement: the backend's own
-depth of that stack, blurred and scaled), NYU_PROTOCOL_SETTINGS, dense AbsRel 0.1246 without, 0.0168 with
-(0.0164 with the lens unknown); at 1.7-3.5 and 2.9-5.8 m 0.0114 and 0.0184 without, 0.0122 and 0.0276
-with (0.0544 and 0.1363 unknown); with 16 candidates per step instead of 8, 0.0176, 0.0153 and 0.0270 with.
-On the evaluation's procedural scenes it costs (8 per step): seeds 1000-1019, 5 / 10 frames, nyu_far
-0.0402 / 0.0400 -> 0.0450 / 0.0408, nyu 0.0831 / 0.0724 -> 0.0881 / 0.0727, where the lean put
-flat-coloured objects, all in front, near."""
+that blur most; subtracted, a weakly textured wall (crops of the Pixel photo's, luminance std 1.5-2.6 DN)
+reads its depth instead of the sweep's near end (test_blur_equalisation.py). It is an upper bound: the
+luminance of three rounded channels carries 0.45-0.5 of it, and frames that are blurred but smooth round
+back to nearly their source, or alike (measured on those crops: a pair left 0.15-0.5 of what the model takes
+off). Taken off every candidate alike, that over-subtraction favoured whichever candidate leaves a frame
+untouched: 7 of 21 wall planes across a 0.85-1.75 m sweep read 34-60 % off. So each pair's disagreement
+stops at zero (a pair's rounding cannot explain more than its disagreement): all within 3.2 %.
+NYU-protocol stacks (tools/evaluate_weight_free.py), seeds 1000-1019, 5 / 10 frames, dense AbsRel taken
+off alike, then pair by pair (with WINDOW_BLOCKS): photo (the Pixel stack's image_3_0.80.jpg over smooth
+depth fields) 0.0329 / 0.0801 to 0.0159 / 0.0169; seeds 2000-2009 on image_5_1.3.jpg 0.0491 / 0.0948 to
+0.0181 / 0.0222. On the procedural scenes, whose flat-coloured objects gained from the lean: nyu_far
+0.0412 / 0.0389 to 0.0386 / 0.0402, nyu 0.0790 / 0.0700 to 0.0792 / 0.0716."""
+
+TIE_BREAK = 1e-3
+"""Weight of the disagreement as summed (rounding included) added to the disagreement less rounding, so that
+candidates that all lie within rounding (net zero) are told apart by the least disagreement."""
 
 
 def lens_blur_taps(sigma_px: float, radius_px: int = 0) -> np.ndarray:
@@ -102,7 +113,7 @@ def candidate_diopters(diopters: torch.Tensor, per_step: int = GRID_PER_STEP) ->
 
 
 def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_per_diopter: float,
-                         radius_px: int = 0, window_px: int = WINDOW_PX,
+                         radius_px: int = 0, window_blocks: int = WINDOW_BLOCKS,
                          per_step: int = GRID_PER_STEP) -> tuple[torch.Tensor, torch.Tensor]:
     """(H // 2, W // 2) depth in metres per 2x2 block from (N, H, W) luminance frames at `diopters` (N,), by blur
     equalisation over every pair of neighbouring frames with the lens's known blur (module docstring), and
@@ -110,12 +121,13 @@ def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_pe
     infinite where the frames agree at every candidate, as on a flat grey stack, or the minimum has no
     curvature).
 
-    The disagreement of each candidate is summed over a `window_px` square and over each 2x2 block, the
-    grid the dense path works on, less the share 8-bit rounding adds (ROUNDING_VARIANCE). Where the window
-    mixes two surfaces the minimum belongs to the more textured one (FocusMeasureBackend keeps its own
-    estimate across occlusion edges).
-    5x480x640, 65 candidates: 190-200 ms on this project's CPU (one thread, OpenCV's filters); 10 frames, 145
-    candidates: 880-980 ms.
+    Each pair's squared disagreement is summed over each 2x2 block, the grid the dense path works on, and
+    over a square of `window_blocks` blocks around it; less the share 8-bit rounding adds (ROUNDING_VARIANCE),
+    but never below zero: a pair's rounding cannot explain more than its disagreement (ROUNDING_VARIANCE).
+    Where the window mixes two surfaces the minimum belongs to the more textured one (FocusMeasureBackend
+    keeps its own estimate across occlusion edges).
+    5x480x640, 65 candidates: 190-220 ms on this project's CPU (one thread, OpenCV's filters, another process
+    running); 10 frames, 145 candidates: 950-1050 ms.
     """
     count, height, width = luma.shape
     if count < 2:
@@ -124,39 +136,32 @@ def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_pe
     focus_d = [float(value) for value in diopters]
     grid = candidate_diopters(diopters, per_step)
     on_cpu = opencv_applies(luma)
-    planes = [plane.numpy() for plane in luma.contiguous()] if on_cpu else list(luma)
-    unblurred_pairs: dict[int, object] = {}  # pair -> squared difference, for candidates that blur neither frame
-    disagreement = luma.new_empty((len(grid), rows, cols))
-    noise_floor = torch.zeros(len(grid), dtype=luma.dtype, device=luma.device)  # expected rounding disagreement
+    planes = [plane.numpy() for plane in luma[:, :2 * rows, :2 * cols].contiguous()] if on_cpu else list(luma)
+    unblurred_pairs: dict[int, object] = {}  # pair -> windowed squared difference, where neither frame is blurred
+    disagreement = luma.new_empty((len(grid), rows, cols))  # less rounding, pair by pair, never below zero
+    raw = luma.new_empty((len(grid), rows, cols))  # as summed, rounding included
     for which, candidate_d in enumerate(grid):
-        total = np.zeros((height, width), np.float32) if on_cpu else torch.zeros_like(luma[0])
-        noise_gain = 0.0
+        net_total, raw_total = disagreement[which].zero_(), raw[which].zero_()
         for index in range(count - 1):
             # Each frame of the pair takes the other's blur at this candidate.
             taps_a = lens_blur_taps(sigma_px_per_diopter * abs(candidate_d - focus_d[index + 1]), radius_px)
             taps_b = lens_blur_taps(sigma_px_per_diopter * abs(candidate_d - focus_d[index]), radius_px)
             # A frame carries rounding noise where the blur changed it (its own kernel, the other's taps, is more
             # than one tap); the other frame's kernel passes the energy of its taps, squared (separable), of it.
-            noise_gain += (taps_b.size > 1) * _energy(taps_a) + (taps_a.size > 1) * _energy(taps_b)
+            noise_floor = ROUNDING_VARIANCE * ((taps_b.size > 1) * _energy(taps_a)
+                                               + (taps_a.size > 1) * _energy(taps_b))
             if taps_a.size == taps_b.size == 1:
                 if index not in unblurred_pairs:
-                    unblurred_pairs[index] = (planes[index] - planes[index + 1]) ** 2
-                total += unblurred_pairs[index]
-            elif on_cpu:
-                difference = cv2.subtract(_cv_blur(planes[index], taps_a), _cv_blur(planes[index + 1], taps_b))
-                cv2.accumulateSquare(difference, total)
+                    unblurred_pairs[index] = _windowed_square(planes[index], planes[index + 1], taps_a, taps_b,
+                                                              window_blocks, on_cpu)
+                pair = unblurred_pairs[index]
             else:
-                difference = separable_blur(planes[index], taps_a) - separable_blur(planes[index + 1], taps_b)
-                total += difference * difference
-        if on_cpu:
-            cv2.blur(total, (window_px, window_px), dst=total, borderType=cv2.BORDER_REPLICATE)
-            cv2.resize(total[:2 * rows, :2 * cols], (cols, rows), dst=disagreement[which].numpy(),
-                       interpolation=cv2.INTER_AREA)
-        else:
-            summed = box_mean(total[None], window_px)[0]
-            disagreement[which] = F.avg_pool2d(summed[None, :2 * rows, :2 * cols], 2)[0]
-        noise_floor[which] = ROUNDING_VARIANCE * noise_gain
-        disagreement[which] -= noise_floor[which]
+                pair = _windowed_square(planes[index], planes[index + 1], taps_a, taps_b, window_blocks, on_cpu)
+            raw_total += pair
+            net_total += (pair - noise_floor).clamp_(min=0) if noise_floor > 0 else pair
+    # Where every pair is within its rounding (weak texture) the net disagreements tie at zero: the least
+    # disagreement decides, as it did before rounding was taken off.
+    disagreement.add_(raw, alpha=TIE_BREAK)
     grid_t = torch.as_tensor(grid, dtype=luma.dtype, device=luma.device)
     best = disagreement.argmin(0).clamp(1, len(grid) - 2)
     y0, y1, y2 = (disagreement.gather(0, (best + shift)[None])[0] for shift in (-1, 0, 1))
@@ -169,10 +174,26 @@ def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_pe
     # the rounding noise's share) moves its vertex by about sqrt(y_min / a) when that floor is noise:
     # a = curvature / (2 spacing^2).
     spacing = torch.where(offset < 0, x1 - x0, x2 - x1).abs()
-    floor = (y1 + noise_floor[best]).clamp(min=0)
+    floor = raw.gather(0, best[None])[0].clamp(min=0)
     error_d = spacing * torch.sqrt(2 * floor / curvature.clamp(min=1e-30))
     # Frames alike at every candidate (no texture, or none left by the blur) read nothing.
-    raw = disagreement + noise_floor[:, None, None]
     no_signal = raw.amax(0) - raw.amin(0) <= 1e-3 * ROUNDING_VARIANCE
     error_d = torch.where((curvature > 0) & ~no_signal, error_d, torch.inf)
     return inverse_depth.reciprocal(), error_d / inverse_depth
+
+
+def _windowed_square(plane_a, plane_b, taps_a: np.ndarray, taps_b: np.ndarray, window_blocks: int,
+                     on_cpu: bool) -> torch.Tensor:
+    """(H // 2, W // 2) mean over `window_blocks` square blocks of the 2x2 block means of (plane_a blurred by
+    taps_a - plane_b blurred by taps_b)^2 (numpy planes of even size on the CPU, tensors elsewhere)."""
+    if on_cpu:
+        difference = cv2.subtract(_cv_blur(plane_a, taps_a), _cv_blur(plane_b, taps_b))
+        square = cv2.multiply(difference, difference)
+        rows, cols = square.shape[0] // 2, square.shape[1] // 2
+        blocks = cv2.resize(square, (cols, rows), interpolation=cv2.INTER_AREA)
+        cv2.blur(blocks, (window_blocks, window_blocks), dst=blocks, borderType=cv2.BORDER_REPLICATE)
+        return torch.from_numpy(blocks)
+    difference = separable_blur(plane_a, taps_a) - separable_blur(plane_b, taps_b)
+    rows, cols = difference.shape[0] // 2, difference.shape[1] // 2
+    blocks = F.avg_pool2d((difference * difference)[None, :2 * rows, :2 * cols], 2)
+    return box_mean(blocks, window_blocks)[0]
