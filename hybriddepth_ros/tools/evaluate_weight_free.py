@@ -13,7 +13,10 @@ that no test or the demo uses):
 - `nyu`: the paper's NYU protocol (core/sim/nyu_protocol.py: f/8, 50 mm, 12 um,
   7x7 gather, N focus distances linear between the scene's min and max depth),
   no noise, with the backend's NYU_PROTOCOL_SETTINGS (core/depth/focus_measure.py);
-- `nyu_far`: the same protocol on scenes at 0.8-6 m, nearer to the depth of indoor rooms.
+- `nyu_far`: the same protocol on scenes at 0.8-6 m, nearer to the depth of indoor rooms;
+- `photo`: the same protocol on a real photo (`--photo`, e.g. a frame of ../shared's Pixel stack: real
+  texture, weak on walls, with its JPEG blocks) over a smooth depth field (no occlusion edges), each seed its
+  own crop of the photo and its own field (photo_depth_m).
 One backend scores the seeds of a kind and frame count in order, as a camera's
 node would see them: where the sweep is the same for every scene (`sim`), the
 blur rate pools over the stacks seen so far (BlurRatePool; `--option
@@ -34,6 +37,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -48,7 +52,8 @@ from ..core.sim.thin_lens import render_focal_stack
 from ..core.stack.camera import CameraIntrinsics
 from ..core.stack.focal_stack import FocalStack, diopter_sweep
 
-KINDS = ("sim", "simfit", "nyu", "nyu_far")
+KINDS = ("sim", "simfit", "nyu", "nyu_far", "photo")
+NYU_KINDS = ("nyu", "nyu_far", "photo")
 FAR_SCENE_M = (0.8, 6.0)
 """Depth range of the `nyu_far` scenes: nearer to indoor rooms (NYU Depth v2) than the default 0.3-5 m."""
 OPTIONS = {
@@ -56,29 +61,74 @@ OPTIONS = {
     "simfit": {"curve_exponent": -3.0},
     "nyu": NYU_PROTOCOL_SETTINGS,
     "nyu_far": NYU_PROTOCOL_SETTINGS,
+    "photo": NYU_PROTOCOL_SETTINGS,
 }
 """Backend options per kind: disc blur (a real aperture) for the layered renderer; the NYU protocol's
 own settings (core/depth/focus_measure.py) for its stacks."""
 SIM_SWEEP_M = (0.3, 5.0)
 
 
-def make_stack(kind: str, seed: int, frames: int, height: int, width: int, cache_dir: Path | None):
+PHOTO_NEAR_M = (0.6, 2.5)
+"""Range of the nearest depth of a `photo` field, drawn per seed; the farthest is 1.5-4 times it (at most 10 m)."""
+
+
+def photo_depth_m(seed: int, height: int, width: int) -> np.ndarray:
+    """(height, width) float32 smooth depth for the `photo` kind: in inverse depth a tilted plane plus three
+    broad bumps, spread over a range drawn from the seed."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.meshgrid(np.linspace(-0.5, 0.5, height), np.linspace(-0.5, 0.5, width), indexing="ij")
+    field = rng.normal(size=2) @ np.stack([rows.ravel(), cols.ravel()])
+    field = field.reshape(height, width)
+    for _ in range(3):
+        centre, spread = rng.uniform(-0.5, 0.5, size=2), rng.uniform(0.15, 0.4)
+        field += rng.normal() * np.exp(-((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2) / (2 * spread**2))
+    near_m = rng.uniform(*PHOTO_NEAR_M)
+    far_m = min(near_m * rng.uniform(1.5, 4.0), 10.0)
+    unit = (field - field.min()) / max(float(np.ptp(field)), 1e-12)  # 0 nearest, 1 farthest
+    return (1.0 / (1.0 / near_m + unit * (1.0 / far_m - 1.0 / near_m))).astype(np.float32)
+
+
+def photo_texture(photo: Path, seed: int, height: int, width: int) -> np.ndarray:
+    """(height, width, 3) uint8 RGB: a crop of `photo` drawn from the seed (70-100 % of its side, the
+    output's aspect, mirrored half the time), resized."""
+    image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"cannot read the photo {photo}")
+    rng = np.random.default_rng(seed + 1)
+    image_h, image_w = image.shape[:2]
+    scale = rng.uniform(0.7, 1.0) * min(image_h / height, image_w / width)
+    crop_h, crop_w = int(round(height * scale)), int(round(width * scale))
+    top, left = rng.integers(0, image_h - crop_h + 1), rng.integers(0, image_w - crop_w + 1)
+    crop = image[top:top + crop_h, left:left + crop_w]
+    if rng.uniform() < 0.5:
+        crop = crop[:, ::-1]
+    return cv2.cvtColor(cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+
+
+def make_stack(kind: str, seed: int, frames: int, height: int, width: int, cache_dir: Path | None,
+               photo: Path | None = None):
     """(FocalStack, ground-truth depth) for one scene; rendered once and kept in `cache_dir` if given."""
-    cached = None if cache_dir is None else cache_dir / f"{kind}_{seed}_{frames}_{height}x{width}.npz"
+    if kind == "photo" and photo is None:
+        raise ValueError("the photo kind needs a photo (--photo)")
+    name = kind if kind != "photo" else f"photo-{photo.stem}"
+    cached = None if cache_dir is None else cache_dir / f"{name}_{seed}_{frames}_{height}x{width}.npz"
     if cached is not None and cached.exists():
         data = np.load(cached)
         rendered, focus_m, truth = data["frames"], data["focus"], data["depth"]
     else:
-        near_m, far_m = FAR_SCENE_M if kind == "nyu_far" else (0.3, 5.0)
-        scene = make_scene(seed, height, width, near_m=near_m, far_m=far_m)
-        truth = scene.depth_m
-        if kind in ("nyu", "nyu_far"):
+        if kind == "photo":
+            rgb, truth = photo_texture(photo, seed, height, width), photo_depth_m(seed, height, width)
+        else:
+            near_m, far_m = FAR_SCENE_M if kind == "nyu_far" else (0.3, 5.0)
+            scene = make_scene(seed, height, width, near_m=near_m, far_m=far_m)
+            rgb, truth = scene.rgb, scene.depth_m
+        if kind in NYU_KINDS:
             focus_m = nyu_focus_distances_m(truth, frames)
-            rendered = np.clip(np.rint(render_nyu_focal_stack(scene.rgb, truth, focus_m).numpy()), 0, 255).astype(np.uint8)
+            rendered = np.clip(np.rint(render_nyu_focal_stack(rgb, truth, focus_m).numpy()), 0, 255).astype(np.uint8)
         else:
             near_m, far_m = SIM_SWEEP_M if kind == "sim" else (float(truth.min()), float(truth.max()))
             focus_m = diopter_sweep(near_m, far_m, frames)
-            rendered = render_focal_stack(scene.rgb, truth, focus_m, DEFAULT_SIMULATED_LENS, noise_std=1.0, seed=seed)
+            rendered = render_focal_stack(rgb, truth, focus_m, DEFAULT_SIMULATED_LENS, noise_std=1.0, seed=seed)
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
             np.savez(cached, frames=rendered, focus=focus_m, depth=truth)
@@ -135,13 +185,14 @@ def guided_push_pull(depth_m, confidence, guide, measured, sigma: float = 0.06) 
     return 1.0 / filled[0, 0].clamp(min=1e-6)
 
 
-def evaluate(kind, frames, seeds, height, width, cache_dir, compare, options=None) -> dict[str, list[dict]]:
+def evaluate(kind, frames, seeds, height, width, cache_dir, compare, options=None,
+             photo: Path | None = None) -> dict[str, list[dict]]:
     dense_backend = FocusMeasureBackend(device="cpu", **{**OPTIONS[kind], **(options or {})})
     rows: dict[str, list[dict]] = {"dense": []}
     if compare:
         rows.update({"nearest_fill": [], "guided_push_pull": []})
     for seed in seeds:
-        stack, truth = make_stack(kind, seed, frames, height, width, cache_dir)
+        stack, truth = make_stack(kind, seed, frames, height, width, cache_dir, photo)
         started = time.perf_counter()
         result = dense_backend.estimate(stack)
         elapsed_s = time.perf_counter() - started
@@ -198,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--cache-dir", type=Path, default=None, help="keep rendered stacks here (rendering dominates)")
+    parser.add_argument("--photo", type=Path, default=None,
+                        help="the photo the photo kind renders its stacks from (an RGB image file)")
     parser.add_argument("--compare", action="store_true", help="also score the nearest and push-pull fills")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="a FocusMeasureBackend option (repeatable), e.g. end_peak_weight=0.5")
@@ -206,12 +259,15 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         parser.error(f"unknown kinds {unknown}; known: {KINDS}")
+    if "photo" in kinds and (args.photo is None or not args.photo.is_file()):
+        parser.error(f"the photo kind needs --photo, an image file (got {args.photo})")
     seeds = _seed_range(args.seeds)
     options = {name: float(value) for name, value in (option.split("=", 1) for option in args.option)}
     results = {}
     for kind in kinds:
         for frames in (int(n) for n in args.frames.split(",")):
-            results[(kind, frames)] = evaluate(kind, frames, seeds, args.height, args.width, args.cache_dir, args.compare, options)
+            results[(kind, frames)] = evaluate(kind, frames, seeds, args.height, args.width, args.cache_dir,
+                                               args.compare, options, args.photo)
     print(format_table(results, seeds))
     return 0
 
