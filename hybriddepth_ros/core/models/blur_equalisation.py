@@ -38,11 +38,11 @@ NYU-protocol stacks, seeds 1000-1019 (tools/evaluate_weight_free.py), dense AbsR
 10 frames with 8 and 16: nyu_far 0.0408, 0.0389, nyu 0.0727, 0.0700. The cost grows with the count (5-frame
 backend medians 180, 280 and 400 ms). An earlier form scored 0.0617 with 4 against 0.0518 with 8. All
 measured with the rounding taken off every candidate alike (ROUNDING_VARIANCE)."""
-WINDOW_BLOCKS = 5
-"""Side, in 2x2 blocks (10 px of the frames), of the square over which the reblurred frames' disagreement is
-summed. Summing blocks first is 4 times fewer pixels to box-filter, pair by pair (ROUNDING_VARIANCE). A 9 px
-window at full size before it, the same rule otherwise: 5-frame NYU-protocol stacks, seeds 1000-1019,
-dense AbsRel nyu_far 0.0381 (9 px) and 0.0386, nyu 0.0790 and 0.0792."""
+WINDOW_PX = 9
+"""Side of the square over which the reblurred frames' disagreement is summed (full-size pixels), applied to
+its 2x2 block means (block_window_taps). Summed exactly at full size, pair by pair (ROUNDING_VARIANCE), it
+took 270-310 ms of a 5x480x640 stack against 190-215 ms; on 10-pixel block-aligned windows instead, 5-frame
+NYU-protocol stacks of seeds 2000-2009 (nyu) scored 0.0870 against 0.0817 exact and 0.0835 with the taps."""
 ROUNDING_VARIANCE = 1.0 / 12.0 / 255.0**2
 """Variance of rounding to 8 bits, in luminance of [0, 1]: the noise of a rendered frame where the blur
 changed it. Blurring it away lowers the disagreement, so uncorrected the minimum leans towards the candidates
@@ -52,12 +52,13 @@ luminance of three rounded channels carries 0.45-0.5 of it, and frames that are 
 back to nearly their source, or alike (measured on those crops: a pair left 0.15-0.5 of what the model takes
 off). Taken off every candidate alike, that over-subtraction favoured whichever candidate leaves a frame
 untouched: 7 of 21 wall planes across a 0.85-1.75 m sweep read 34-60 % off. So each pair's disagreement
-stops at zero (a pair's rounding cannot explain more than its disagreement): all within 3.2 %.
-NYU-protocol stacks (tools/evaluate_weight_free.py), seeds 1000-1019, 5 / 10 frames, dense AbsRel taken
-off alike, then pair by pair (with WINDOW_BLOCKS): photo (the Pixel stack's image_3_0.80.jpg over smooth
-depth fields) 0.0329 / 0.0801 to 0.0159 / 0.0169; seeds 2000-2009 on image_5_1.3.jpg 0.0491 / 0.0948 to
-0.0181 / 0.0222. On the procedural scenes, whose flat-coloured objects gained from the lean: nyu_far
-0.0412 / 0.0389 to 0.0386 / 0.0402, nyu 0.0790 / 0.0700 to 0.0792 / 0.0716."""
+stops at zero (a pair's rounding cannot explain more than its disagreement): all within 2.3 %.
+NYU-protocol stacks (tools/evaluate_weight_free.py), 5 / 10 frames, dense AbsRel taken off alike, then pair
+by pair: `photo` (the Pixel stack's image_3_0.80.jpg over smooth depth fields), seeds 1000-1019, 0.0329 /
+0.0801 to 0.0152 / 0.0172; image_5_1.3.jpg, seeds 2000-2009, 0.0491 / 0.0948 to 0.0173 / 0.0242. On the
+procedural scenes, seeds 1000-1019: nyu_far 0.0412 / 0.0389 to 0.0378 / 0.0395, nyu 0.0790 / 0.0700 to
+0.0762 / 0.0697; seeds 2000-2009: nyu_far 0.0519 / 0.0285 to 0.0498 / 0.0281, nyu 0.0822 / 0.0680 to
+0.0835 / 0.0714."""
 
 TIE_BREAK = 1e-3
 """Weight of the disagreement as summed (rounding included) added to the disagreement less rounding, so that
@@ -113,7 +114,7 @@ def candidate_diopters(diopters: torch.Tensor, per_step: int = GRID_PER_STEP) ->
 
 
 def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_per_diopter: float,
-                         radius_px: int = 0, window_blocks: int = WINDOW_BLOCKS,
+                         radius_px: int = 0, window_px: int = WINDOW_PX,
                          per_step: int = GRID_PER_STEP) -> tuple[torch.Tensor, torch.Tensor]:
     """(H // 2, W // 2) depth in metres per 2x2 block from (N, H, W) luminance frames at `diopters` (N,), by blur
     equalisation over every pair of neighbouring frames with the lens's known blur (module docstring), and
@@ -121,13 +122,19 @@ def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_pe
     infinite where the frames agree at every candidate, as on a flat grey stack, or the minimum has no
     curvature).
 
-    Each pair's squared disagreement is summed over each 2x2 block, the grid the dense path works on, and
-    over a square of `window_blocks` blocks around it; less the share 8-bit rounding adds (ROUNDING_VARIANCE),
-    but never below zero: a pair's rounding cannot explain more than its disagreement (ROUNDING_VARIANCE).
+    Each pair's squared disagreement is averaged over each 2x2 block, the grid the dense path works on, and
+    over a `window_px` square (block_window_taps); less the share 8-bit rounding adds, but never below zero:
+    a pair's rounding cannot explain more than its disagreement (ROUNDING_VARIANCE).
     Where the window mixes two surfaces the minimum belongs to the more textured one (FocusMeasureBackend
     keeps its own estimate across occlusion edges).
-    5x480x640, 65 candidates: 190-220 ms on this project's CPU (one thread, OpenCV's filters, another process
-    running); 10 frames, 145 candidates: 950-1050 ms.
+    5x480x640, 65 candidates: 190-215 ms on this project's CPU (one thread, OpenCV's filters); 10 frames, 145
+    candidates: 920-1050 ms.
+
+    The minimum is chosen on the disagreement less rounding and refined by a parabola through the
+    disagreement as summed: NYU-protocol photo stacks (tools/evaluate_weight_free.py), seeds 1000-1019,
+    5 frames, dense AbsRel / AUSE / half 0.0159 / 0.0058 / 0.63 refined on the first, 0.0150 / 0.0044 / 0.55
+    on the second; nyu_far 0.0386 / 0.0101 / 0.35 and 0.0387 / 0.0084 / 0.32. The wall planes of
+    test_blur_equalisation.py read within 3.2 % and 2.3 %.
     """
     count, height, width = luma.shape
     if count < 2:
@@ -137,6 +144,7 @@ def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_pe
     grid = candidate_diopters(diopters, per_step)
     on_cpu = opencv_applies(luma)
     planes = [plane.numpy() for plane in luma[:, :2 * rows, :2 * cols].contiguous()] if on_cpu else list(luma)
+    window_taps = block_window_taps(window_px)
     unblurred_pairs: dict[int, object] = {}  # pair -> windowed squared difference, where neither frame is blurred
     disagreement = luma.new_empty((len(grid), rows, cols))  # less rounding, pair by pair, never below zero
     raw = luma.new_empty((len(grid), rows, cols))  # as summed, rounding included
@@ -153,10 +161,10 @@ def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_pe
             if taps_a.size == taps_b.size == 1:
                 if index not in unblurred_pairs:
                     unblurred_pairs[index] = _windowed_square(planes[index], planes[index + 1], taps_a, taps_b,
-                                                              window_blocks, on_cpu)
+                                                              window_taps, on_cpu)
                 pair = unblurred_pairs[index]
             else:
-                pair = _windowed_square(planes[index], planes[index + 1], taps_a, taps_b, window_blocks, on_cpu)
+                pair = _windowed_square(planes[index], planes[index + 1], taps_a, taps_b, window_taps, on_cpu)
             raw_total += pair
             net_total += (pair - noise_floor).clamp_(min=0) if noise_floor > 0 else pair
     # Where every pair is within its rounding (weak texture) the net disagreements tie at zero: the least
@@ -164,7 +172,9 @@ def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_pe
     disagreement.add_(raw, alpha=TIE_BREAK)
     grid_t = torch.as_tensor(grid, dtype=luma.dtype, device=luma.device)
     best = disagreement.argmin(0).clamp(1, len(grid) - 2)
-    y0, y1, y2 = (disagreement.gather(0, (best + shift)[None])[0] for shift in (-1, 0, 1))
+    # Refined on the disagreement as summed, which is smooth across candidates; the one less rounding is flat
+    # wherever a pair stopped at zero, and its vertex fell on the candidates (docstring).
+    y0, y1, y2 = (raw.gather(0, (best + shift)[None])[0] for shift in (-1, 0, 1))
     x0, x1, x2 = grid_t[best - 1], grid_t[best], grid_t[best + 1]
     curvature = y0 - 2 * y1 + y2
     offset = torch.where(curvature > 0, 0.5 * (y0 - y2) / curvature.clamp(min=1e-30), 0.0).clamp(-0.5, 0.5)
@@ -182,18 +192,33 @@ def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_pe
     return inverse_depth.reciprocal(), error_d / inverse_depth
 
 
-def _windowed_square(plane_a, plane_b, taps_a: np.ndarray, taps_b: np.ndarray, window_blocks: int,
+def block_window_taps(window_px: int) -> np.ndarray:
+    """1-D taps over 2x2 block means (float32, summing to 1) that stand for a `window_px` (odd) box at full
+    size followed by the 2x2 mean: the full-size weights of each block summed. Exact where a block's two rows
+    (columns) are alike; filtering a quarter of the pixels is what makes a window per pair affordable."""
+    half = window_px // 2
+    full = np.convolve(np.ones(window_px), np.ones(2))  # rows 2i - half .. 2i + 1 + half of output block i
+    first_row = -half
+    first_block = first_row // 2
+    weights = np.zeros((half + 1 - first_block) + 1)
+    for offset, weight in enumerate(full):
+        weights[(first_row + offset) // 2 - first_block] += weight
+    weights = np.trim_zeros(weights)
+    return (weights / weights.sum()).astype(np.float32)
+
+
+def _windowed_square(plane_a, plane_b, taps_a: np.ndarray, taps_b: np.ndarray, window_taps: np.ndarray,
                      on_cpu: bool) -> torch.Tensor:
-    """(H // 2, W // 2) mean over `window_blocks` square blocks of the 2x2 block means of (plane_a blurred by
-    taps_a - plane_b blurred by taps_b)^2 (numpy planes of even size on the CPU, tensors elsewhere)."""
+    """(H // 2, W // 2) squared difference of plane_a blurred by taps_a and plane_b blurred by taps_b, as 2x2
+    block means filtered by `window_taps` (block_window_taps) along each axis (numpy planes of even size on
+    the CPU, tensors elsewhere)."""
     if on_cpu:
         difference = cv2.subtract(_cv_blur(plane_a, taps_a), _cv_blur(plane_b, taps_b))
-        square = cv2.multiply(difference, difference)
-        rows, cols = square.shape[0] // 2, square.shape[1] // 2
-        blocks = cv2.resize(square, (cols, rows), interpolation=cv2.INTER_AREA)
-        cv2.blur(blocks, (window_blocks, window_blocks), dst=blocks, borderType=cv2.BORDER_REPLICATE)
-        return torch.from_numpy(blocks)
+        cv2.multiply(difference, difference, dst=difference)
+        rows, cols = difference.shape[0] // 2, difference.shape[1] // 2
+        blocks = cv2.resize(difference, (cols, rows), interpolation=cv2.INTER_AREA)
+        return torch.from_numpy(_cv_blur(blocks, window_taps))
     difference = separable_blur(plane_a, taps_a) - separable_blur(plane_b, taps_b)
     rows, cols = difference.shape[0] // 2, difference.shape[1] // 2
-    blocks = F.avg_pool2d((difference * difference)[None, :2 * rows, :2 * cols], 2)
-    return box_mean(blocks, window_blocks)[0]
+    blocks = F.avg_pool2d((difference * difference)[None, :2 * rows, :2 * cols], 2)[0]
+    return separable_blur(blocks, window_taps)

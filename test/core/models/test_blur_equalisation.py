@@ -12,6 +12,7 @@ from hybriddepth_ros.core.models import blur_equalisation as blur_equalisation_m
 from hybriddepth_ros.core.models import focus_measure as focus_measure_module
 from hybriddepth_ros.core.models.blur_equalisation import (
     blur_equalised_depth,
+    block_window_taps,
     candidate_diopters,
     lens_blur_taps,
     separable_blur,
@@ -71,7 +72,7 @@ def _wall_error(rgb: np.ndarray, plane_m: float) -> float:
 @pytest.mark.skipif(not PIXEL_STACK.is_dir(), reason="../shared/data/pixel6pro_stack not present")
 def test_a_real_blank_wall_reads_its_depth_anywhere_in_the_sweep():
     """The wall's crops as planes at 7 depths, diopter-even inside a 0.85-1.75 m sweep: within 5 % (measured
-    when written: at most 3.2 %). Their texture is near the 8-bit rounding the render adds; with the rounding
+    when written: at most 2.3 %). Their texture is near the 8-bit rounding the render adds; with the rounding
     taken off every candidate alike, not pair by pair down to zero, planes at the near end read 57-60 % far
     and one at the far end 34 % near (7 of the 21)."""
     errors = [_wall_error(rgb, 1.0 / plane_d) for rgb in _wall_crops()
@@ -82,7 +83,7 @@ def test_a_real_blank_wall_reads_its_depth_anywhere_in_the_sweep():
 @pytest.mark.skipif(not PIXEL_STACK.is_dir(), reason="../shared/data/pixel6pro_stack not present")
 def test_a_real_blank_wall_needs_rounding_noise_taken_off(monkeypatch):
     """Without ROUNDING_VARIANCE the minimum goes where the most blur is, since blurring the rounding away
-    lowers the disagreement (measured when written: 29 % off at the middle frame against 0.0-3.2 % with)."""
+    lowers the disagreement (measured when written: 29 % off at the middle frame against at most 2.3 % with)."""
     monkeypatch.setattr(blur_equalisation_module, "ROUNDING_VARIANCE", 0.0)
     assert min(abs(_wall_error(rgb, 1.3)) for rgb in _wall_crops()) > 0.2
 
@@ -103,6 +104,24 @@ def test_taps_are_the_truncated_gaussian_and_no_blur_within_a_pixel_of_focus():
     expected = np.exp(-offsets**2 / 8.0)
     np.testing.assert_allclose(taps, expected / expected.sum(), rtol=1e-6)
     assert lens_blur_taps(2.0, 0).size == 13  # untruncated: 3 sigma each side
+
+
+@pytest.mark.parametrize("window_px", [1, 3, 7, 9])
+def test_block_window_taps_equal_the_full_size_window_then_the_block_mean(window_px):
+    """On a plane whose 2x2 blocks are uniform, filtering block means by the taps is exactly a window_px box at
+    full size followed by the 2x2 mean (9 px: taps 3, 4, 4, 4, 3 over 18)."""
+    rng = np.random.default_rng(0)
+    blocks = rng.random((20, 24)).astype(np.float32)
+    full = np.repeat(np.repeat(blocks, 2, axis=0), 2, axis=1)
+    reference = cv2.resize(cv2.blur(full, (window_px, window_px), borderType=cv2.BORDER_REFLECT),
+                           (24, 20), interpolation=cv2.INTER_AREA)
+    taps = block_window_taps(window_px)
+    filtered = cv2.sepFilter2D(blocks, -1, taps, taps, borderType=cv2.BORDER_REFLECT)
+    inner = (slice(3, -3), slice(3, -3))  # the two reflections differ at the border
+    np.testing.assert_allclose(filtered[inner], reference[inner], atol=1e-5)
+    assert taps.sum() == pytest.approx(1.0)
+    if window_px == 9:
+        np.testing.assert_allclose(taps, np.array([3, 4, 4, 4, 3]) / 18, atol=1e-7)
 
 
 def test_candidates_are_even_within_each_step_and_stop_at_the_ends():
