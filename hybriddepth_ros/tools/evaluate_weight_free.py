@@ -16,7 +16,10 @@ that no test or the demo uses):
 - `nyu_far`: the same protocol on scenes at 0.8-6 m, nearer to the depth of indoor rooms;
 - `photo`: the same protocol on a real photo (`--photo`, e.g. a frame of ../shared's Pixel stack: real
   texture, weak on walls, with its JPEG blocks) over a smooth depth field (no occlusion edges), each seed its
-  own crop of the photo and its own field (photo_depth_m).
+  own crop of the photo and its own field (photo_depth_m);
+- `photofit`: the same photo through the layered renderer with the simulated camera's disc lens, 1 DN noise
+  and the sweep diopter-even over the field's range (as `simfit`), with the camera defaults; its fields are
+  nearer (PHOTOFIT_NEAR_M), where that small lens blurs enough to be read.
 One backend scores the seeds of a kind and frame count in order, as a camera's
 node would see them: where the sweep is the same for every scene (`sim`), the
 blur rate pools over the stacks seen so far (BlurRatePool; `--option
@@ -52,7 +55,8 @@ from ..core.sim.thin_lens import render_focal_stack
 from ..core.stack.camera import CameraIntrinsics
 from ..core.stack.focal_stack import FocalStack, diopter_sweep
 
-KINDS = ("sim", "simfit", "nyu", "nyu_far", "photo")
+KINDS = ("sim", "simfit", "nyu", "nyu_far", "photo", "photofit")
+PHOTO_KINDS = ("photo", "photofit")
 NYU_KINDS = ("nyu", "nyu_far", "photo")
 FAR_SCENE_M = (0.8, 6.0)
 """Depth range of the `nyu_far` scenes: nearer to indoor rooms (NYU Depth v2) than the default 0.3-5 m."""
@@ -62,6 +66,7 @@ OPTIONS = {
     "nyu": NYU_PROTOCOL_SETTINGS,
     "nyu_far": NYU_PROTOCOL_SETTINGS,
     "photo": NYU_PROTOCOL_SETTINGS,
+    "photofit": {"curve_exponent": -3.0},
 }
 """Backend options per kind: disc blur (a real aperture) for the layered renderer; the NYU protocol's
 own settings (core/depth/focus_measure.py) for its stacks."""
@@ -70,11 +75,16 @@ SIM_SWEEP_M = (0.3, 5.0)
 
 PHOTO_NEAR_M = (0.6, 2.5)
 """Range of the nearest depth of a `photo` field, drawn per seed; the farthest is 1.5-4 times it (at most 10 m)."""
+PHOTOFIT_NEAR_M = (0.3, 1.0)
+"""The same for `photofit`, whose farthest is 2-5 times it (at most 5 m, the simulated camera's sweep): the
+simulated camera's lens (12 mm f/1.4, 15 um) blurs 6.9 px per diopter, so a 2-4 m room spans 2 px of blur,
+no focus cue over its texture's noise (the `photo` fields gave no depth at all for 8 of 20 scenes)."""
 
 
-def photo_depth_m(seed: int, height: int, width: int) -> np.ndarray:
-    """(height, width) float32 smooth depth for the `photo` kind: in inverse depth a tilted plane plus three
-    broad bumps, spread over a range drawn from the seed."""
+def photo_depth_m(seed: int, height: int, width: int, near_m: tuple[float, float] = PHOTO_NEAR_M,
+                  far_factor: tuple[float, float] = (1.5, 4.0), max_far_m: float = 10.0) -> np.ndarray:
+    """(height, width) float32 smooth depth for the photo kinds: in inverse depth a tilted plane plus three
+    broad bumps, spread from a nearest depth drawn in `near_m` to `far_factor` times it (at most `max_far_m`)."""
     rng = np.random.default_rng(seed)
     rows, cols = np.meshgrid(np.linspace(-0.5, 0.5, height), np.linspace(-0.5, 0.5, width), indexing="ij")
     field = rng.normal(size=2) @ np.stack([rows.ravel(), cols.ravel()])
@@ -82,10 +92,10 @@ def photo_depth_m(seed: int, height: int, width: int) -> np.ndarray:
     for _ in range(3):
         centre, spread = rng.uniform(-0.5, 0.5, size=2), rng.uniform(0.15, 0.4)
         field += rng.normal() * np.exp(-((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2) / (2 * spread**2))
-    near_m = rng.uniform(*PHOTO_NEAR_M)
-    far_m = min(near_m * rng.uniform(1.5, 4.0), 10.0)
+    nearest_m = rng.uniform(*near_m)
+    far_m = min(nearest_m * rng.uniform(*far_factor), max_far_m)
     unit = (field - field.min()) / max(float(np.ptp(field)), 1e-12)  # 0 nearest, 1 farthest
-    return (1.0 / (1.0 / near_m + unit * (1.0 / far_m - 1.0 / near_m))).astype(np.float32)
+    return (1.0 / (1.0 / nearest_m + unit * (1.0 / far_m - 1.0 / nearest_m))).astype(np.float32)
 
 
 def photo_texture(photo: Path, seed: int, height: int, width: int) -> np.ndarray:
@@ -108,16 +118,18 @@ def photo_texture(photo: Path, seed: int, height: int, width: int) -> np.ndarray
 def make_stack(kind: str, seed: int, frames: int, height: int, width: int, cache_dir: Path | None,
                photo: Path | None = None):
     """(FocalStack, ground-truth depth) for one scene; rendered once and kept in `cache_dir` if given."""
-    if kind == "photo" and photo is None:
-        raise ValueError("the photo kind needs a photo (--photo)")
-    name = kind if kind != "photo" else f"photo-{photo.stem}"
+    if kind in PHOTO_KINDS and photo is None:
+        raise ValueError(f"the {kind} kind needs a photo (--photo)")
+    name = f"{kind}-{photo.stem}" if kind in PHOTO_KINDS else kind
     cached = None if cache_dir is None else cache_dir / f"{name}_{seed}_{frames}_{height}x{width}.npz"
     if cached is not None and cached.exists():
         data = np.load(cached)
         rendered, focus_m, truth = data["frames"], data["focus"], data["depth"]
     else:
-        if kind == "photo":
-            rgb, truth = photo_texture(photo, seed, height, width), photo_depth_m(seed, height, width)
+        if kind in PHOTO_KINDS:
+            field = {"near_m": PHOTOFIT_NEAR_M, "far_factor": (2.0, 5.0), "max_far_m": 5.0} if kind == "photofit" \
+                else {}
+            rgb, truth = photo_texture(photo, seed, height, width), photo_depth_m(seed, height, width, **field)
         else:
             near_m, far_m = FAR_SCENE_M if kind == "nyu_far" else (0.3, 5.0)
             scene = make_scene(seed, height, width, near_m=near_m, far_m=far_m)
@@ -259,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         parser.error(f"unknown kinds {unknown}; known: {KINDS}")
-    if "photo" in kinds and (args.photo is None or not args.photo.is_file()):
-        parser.error(f"the photo kind needs --photo, an image file (got {args.photo})")
+    if set(PHOTO_KINDS) & set(kinds) and (args.photo is None or not args.photo.is_file()):
+        parser.error(f"the {' and '.join(PHOTO_KINDS)} kinds need --photo, an image file (got {args.photo})")
     seeds = _seed_range(args.seeds)
     options = {name: float(value) for name, value in (option.split("=", 1) for option in args.option)}
     results = {}

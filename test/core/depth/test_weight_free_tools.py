@@ -42,12 +42,18 @@ def test_evaluation_table_on_one_small_scene(tmp_path):
     assert "dense" in format_table({("sim", 5): rows}, [1000])
 
 
-def test_photo_kind_renders_a_photo_over_a_smooth_depth_field_and_reads_it(tmp_path):
+def test_photo_kinds_render_a_photo_over_a_smooth_depth_field_and_read_it(tmp_path):
     """The `photo` kind's stacks: the NYU protocol over a seeded smooth depth field, on a crop of the given
     photo (here a procedural scene's colours saved as a PNG). A smooth field is what blur equalisation reads
     best: dense AbsRel under 0.05 (measured when written: 0.0120 at 96x128)."""
     from hybriddepth_ros.core.sim.scene import make_scene
-    from hybriddepth_ros.tools.evaluate_weight_free import PHOTO_NEAR_M, evaluate, main, photo_depth_m
+    from hybriddepth_ros.tools.evaluate_weight_free import (
+        PHOTO_NEAR_M,
+        PHOTOFIT_NEAR_M,
+        evaluate,
+        main,
+        photo_depth_m,
+    )
 
     photo = tmp_path / "photo.png"
     cv2.imwrite(str(photo), cv2.cvtColor(make_scene(7, 240, 320).rgb, cv2.COLOR_RGB2BGR))
@@ -58,6 +64,11 @@ def test_photo_kind_renders_a_photo_over_a_smooth_depth_field_and_reads_it(tmp_p
     rows = evaluate("photo", 5, [1000], 96, 128, tmp_path, compare=False, photo=photo)
     assert rows["dense"][0]["coverage"] == 1.0 and rows["dense"][0]["abs_rel"] < 0.05
     assert list(tmp_path.glob("photo-photo_1000_5_96x128.npz")), "rendered stacks are cached"
+    # photofit: the camera's disc lens and defaults, on nearer fields (measured when written: 0.0259).
+    rows = evaluate("photofit", 5, [1000], 96, 128, tmp_path, compare=False, photo=photo)
+    assert rows["dense"][0]["coverage"] == 1.0 and rows["dense"][0]["abs_rel"] < 0.05
+    nearer_m = photo_depth_m(1000, 96, 128, PHOTOFIT_NEAR_M, (2.0, 5.0), 5.0)
+    assert PHOTOFIT_NEAR_M[0] <= nearer_m.min() <= PHOTOFIT_NEAR_M[1] and nearer_m.max() <= 5.0 + 1e-3
     with pytest.raises(SystemExit):
         main(["--kinds", "photo", "--seeds", "1000", "--frames", "5"])
 
