@@ -15,7 +15,7 @@ Where the sharpest frame is the first or the last of the sweep the
 true focus may lie beyond it, so depth there is NaN, as it is where the curve
 is flat; a sweep of two frames has no interior frame and gives no depth. For
 densified output a curve that stays at its peak all the way to an end frame
-counts as sharpest there (_peak_at_flat_end).
+counts as sharpest there (peak_at_flat_end).
 
 Confidence in [0, 1] is the product of three factors: how far the peak rises
 above the rest of the curve (1 - mean/peak; near 0 on textureless surfaces,
@@ -109,7 +109,7 @@ class FocusMeasureDFF(nn.Module):
         """The focus-curve peak per pixel: depth, confidence and the sharpest frame, from (N, H, W) focus curves.
 
         flat_end: a curve flat from its peak to an end frame counts as sharpest there
-        (_peak_at_flat_end); the rule of densified output, off by default so that
+        (peak_at_flat_end); the rule of densified output, off by default so that
         measured-only depth stays as it was.
 
         Written as a loop over the N frames of per-pixel operations on (H, W)
@@ -130,7 +130,7 @@ class FocusMeasureDFF(nn.Module):
         scale = 1.0 / peak_value.clamp(min=1e-12)
         relative = [frame * scale for frame in frames]
         if flat_end:
-            peak = _peak_at_flat_end(relative, peak)
+            peak = peak_at_flat_end(relative, peak)
         total = relative[0].clone()
         for plane in relative[1:]:
             total += plane
@@ -291,10 +291,10 @@ def _select(choose: torch.Tensor, chosen, otherwise: torch.Tensor) -> torch.Tens
 
 FLAT_END_TOLERANCE = 0.01
 """A focus curve within this fraction of its peak from the peak to an end frame is sharpest at that end
-(_peak_at_flat_end)."""
+(peak_at_flat_end)."""
 
 
-def _peak_at_flat_end(relative: list[torch.Tensor], peak: torch.Tensor,
+def peak_at_flat_end(relative: list[torch.Tensor], peak: torch.Tensor,
                       tolerance: float = FLAT_END_TOLERANCE) -> torch.Tensor:
     """`peak` (frame index, float) moved to the end frame where the curve (N (H, W) planes, relative to
     the peak) stays within `tolerance` of the peak from the peak to that end, at one end only.
