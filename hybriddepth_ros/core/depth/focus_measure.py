@@ -637,8 +637,8 @@ FINE_SWEEP_NEIGHBOUR_RATIO = 0.95
 """A sweep is finer than the lens's depth of field where, at the median pixel with an interior peak above the
 noise floor (a top flat to an end frame left out: peak_at_flat_end), the better neighbour of the sharpest
 frame keeps more than this share of its focus measure: the curve's top is flat over several frames, the
-three-frame vertex wanders over it, fewer pixels pass the confidence (its rise over the curve's mean falls) and the
-blur-rate calibration fails. Such a sweep is read from about every other frame. Measured
+three-frame vertex wanders over it, fewer pixels pass the confidence (its rise over the curve's mean falls)
+and the blur-rate calibration fails. Such a sweep is read from about every other frame. Measured
 (tools/evaluate_weight_free.py, seeds 1000-1019, 10 frames): `photofit` 0.945-0.968 (0.766 in one scene),
 `simfit` 0.59-0.942 and `sim` below, where nothing changes. Not with the lens's blur known
 (blur_sigma_px_per_diopter): 10-frame nyu_far / nyu 0.0395 / 0.0697 read 0.0399 / 0.0707 thinned. The margin
