@@ -143,7 +143,8 @@ def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_pe
     focus_d = [float(value) for value in diopters]
     grid = candidate_diopters(diopters, per_step)
     on_cpu = opencv_applies(luma)
-    planes = [plane.numpy() for plane in luma[:, :2 * rows, :2 * cols].contiguous()] if on_cpu else list(luma)
+    even = luma[:, :2 * rows, :2 * cols]
+    planes = [plane.numpy() for plane in even.contiguous()] if on_cpu else list(even)
     window_taps = block_window_taps(window_px)
     unblurred_pairs: dict[int, object] = {}  # pair -> windowed squared difference, where neither frame is blurred
     disagreement = luma.new_empty((len(grid), rows, cols))  # less rounding, pair by pair, never below zero
@@ -197,20 +198,16 @@ def block_window_taps(window_px: int) -> np.ndarray:
     size followed by the 2x2 mean: the full-size weights of each block summed. Exact where a block's two rows
     (columns) are alike; filtering a quarter of the pixels is what makes a window per pair affordable."""
     half = window_px // 2
-    full = np.convolve(np.ones(window_px), np.ones(2))  # rows 2i - half .. 2i + 1 + half of output block i
-    first_row = -half
-    first_block = first_row // 2
-    weights = np.zeros((half + 1 - first_block) + 1)
-    for offset, weight in enumerate(full):
-        weights[(first_row + offset) // 2 - first_block] += weight
-    weights = np.trim_zeros(weights)
+    rows = np.arange(-half, half + 2)  # the full-size rows that output block 0 (rows 0 and 1) takes in
+    full = np.convolve(np.ones(window_px), np.ones(2))  # their weights: the box, then the 2x2 mean
+    weights = np.bincount(rows // 2 - rows[0] // 2, weights=full)
     return (weights / weights.sum()).astype(np.float32)
 
 
 def _windowed_square(plane_a, plane_b, taps_a: np.ndarray, taps_b: np.ndarray, window_taps: np.ndarray,
                      on_cpu: bool) -> torch.Tensor:
     """(H // 2, W // 2) squared difference of plane_a blurred by taps_a and plane_b blurred by taps_b, as 2x2
-    block means filtered by `window_taps` (block_window_taps) along each axis (numpy planes of even size on
+    block means filtered by `window_taps` (block_window_taps) along each axis (planes of even size: numpy on
     the CPU, tensors elsewhere)."""
     if on_cpu:
         difference = cv2.subtract(_cv_blur(plane_a, taps_a), _cv_blur(plane_b, taps_b))
@@ -219,6 +216,5 @@ def _windowed_square(plane_a, plane_b, taps_a: np.ndarray, taps_b: np.ndarray, w
         blocks = cv2.resize(difference, (cols, rows), interpolation=cv2.INTER_AREA)
         return torch.from_numpy(_cv_blur(blocks, window_taps))
     difference = separable_blur(plane_a, taps_a) - separable_blur(plane_b, taps_b)
-    rows, cols = difference.shape[0] // 2, difference.shape[1] // 2
-    blocks = F.avg_pool2d((difference * difference)[None, :2 * rows, :2 * cols], 2)[0]
+    blocks = F.avg_pool2d((difference * difference)[None], 2)[0]
     return separable_blur(blocks, window_taps)
