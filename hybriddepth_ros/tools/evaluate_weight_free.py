@@ -19,7 +19,7 @@ that no test or the demo uses):
   own crop of the photo and its own field (photo_depth_m);
 - `photofit`: the same photo through the layered renderer with the simulated camera's disc lens, 1 DN noise
   and the sweep diopter-even over the field's range (as `simfit`), with the camera defaults; its fields are
-  nearer (PHOTOFIT_NEAR_M), where that small lens blurs enough to be read.
+  nearer (PHOTOFIT_FIELD), where that small lens blurs enough to be read.
 One backend scores the seeds of a kind and frame count in order, as a camera's
 node would see them: where the sweep is the same for every scene (`sim`), the
 blur rate pools over the stacks seen so far (BlurRatePool; `--option
@@ -75,10 +75,11 @@ SIM_SWEEP_M = (0.3, 5.0)
 
 PHOTO_NEAR_M = (0.6, 2.5)
 """Range of the nearest depth of a `photo` field, drawn per seed; the farthest is 1.5-4 times it (at most 10 m)."""
-PHOTOFIT_NEAR_M = (0.3, 1.0)
-"""The same for `photofit`, whose farthest is 2-5 times it (at most 5 m, the simulated camera's sweep): the
-simulated camera's lens (12 mm f/1.4, 15 um) blurs 6.9 px per diopter, so a 2-4 m room spans 2 px of blur,
-no focus cue over its texture's noise (the `photo` fields gave no depth at all for 8 of 20 scenes)."""
+PHOTOFIT_FIELD = {"near_m": (0.3, 1.0), "far_factor": (2.0, 5.0), "max_far_m": 5.0}
+"""photo_depth_m's ranges for `photofit`: nearest 0.3-1 m, farthest 2-5 times it (at most 5 m, the simulated
+camera's sweep). The simulated camera's lens (12 mm f/1.4, 15 um) blurs 6.9 px per diopter, so a 2-4 m room
+spans 2 px of blur, no focus cue over its texture's noise (the `photo` fields gave no depth at all for 8 of
+20 scenes)."""
 
 
 def photo_depth_m(seed: int, height: int, width: int, near_m: tuple[float, float] = PHOTO_NEAR_M,
@@ -127,8 +128,7 @@ def make_stack(kind: str, seed: int, frames: int, height: int, width: int, cache
         rendered, focus_m, truth = data["frames"], data["focus"], data["depth"]
     else:
         if kind in PHOTO_KINDS:
-            field = {"near_m": PHOTOFIT_NEAR_M, "far_factor": (2.0, 5.0), "max_far_m": 5.0} if kind == "photofit" \
-                else {}
+            field = PHOTOFIT_FIELD if kind == "photofit" else {}
             rgb, truth = photo_texture(photo, seed, height, width), photo_depth_m(seed, height, width, **field)
         else:
             near_m, far_m = FAR_SCENE_M if kind == "nyu_far" else (0.3, 5.0)

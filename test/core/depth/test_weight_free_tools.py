@@ -49,7 +49,7 @@ def test_photo_kinds_render_a_photo_over_a_smooth_depth_field_and_read_it(tmp_pa
     from hybriddepth_ros.core.sim.scene import make_scene
     from hybriddepth_ros.tools.evaluate_weight_free import (
         PHOTO_NEAR_M,
-        PHOTOFIT_NEAR_M,
+        PHOTOFIT_FIELD,
         evaluate,
         main,
         photo_depth_m,
@@ -67,8 +67,9 @@ def test_photo_kinds_render_a_photo_over_a_smooth_depth_field_and_read_it(tmp_pa
     # photofit: the camera's disc lens and defaults, on nearer fields (measured when written: 0.0259).
     rows = evaluate("photofit", 5, [1000], 96, 128, tmp_path, compare=False, photo=photo)
     assert rows["dense"][0]["coverage"] == 1.0 and rows["dense"][0]["abs_rel"] < 0.05
-    nearer_m = photo_depth_m(1000, 96, 128, PHOTOFIT_NEAR_M, (2.0, 5.0), 5.0)
-    assert PHOTOFIT_NEAR_M[0] <= nearer_m.min() <= PHOTOFIT_NEAR_M[1] and nearer_m.max() <= 5.0 + 1e-3
+    nearer_m = photo_depth_m(1000, 96, 128, **PHOTOFIT_FIELD)
+    nearest_m = PHOTOFIT_FIELD["near_m"]
+    assert nearest_m[0] <= nearer_m.min() <= nearest_m[1] and nearer_m.max() <= 5.0 + 1e-3
     with pytest.raises(SystemExit):
         main(["--kinds", "photo", "--seeds", "1000", "--frames", "5"])
 
