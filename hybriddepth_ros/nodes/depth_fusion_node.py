@@ -154,7 +154,8 @@ FUSION_PARAMETERS = (
                   "the NYU protocol's 7x7 gather; 0 for a real lens).", low=0.0, high=0.99),
     ParameterSpec("focus_measure.blur_sigma_px_per_diopter", DEFAULT_BLUR_SIGMA_PX_PER_DIOPTER, "Weight-free DFF: "
                   "a Gaussian blur's standard deviation per diopter of defocus, pixels, where known (6.51 for the "
-                  "NYU protocol): every measurement is read by blur equalisation with it, and end-of-sweep pixels "
+                  "NYU protocol): every measurement is read by blur equalisation with it, as is any pixel without one "
+                  "where that read is sure, and end-of-sweep pixels "
                   "whose last frames look alike from the first blurred frame; not for a real lens's disc blur, "
                   "which the Gaussian does not model; 0: not known.", low=0.0, high=1000.0),
     ParameterSpec("focus_measure.blur_psf_radius_px", DEFAULT_BLUR_PSF_RADIUS_PX, "Weight-free DFF: radius (pixels) "

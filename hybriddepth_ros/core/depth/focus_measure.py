@@ -189,6 +189,25 @@ the capped blur of the protocol's wide first step wrongly by more than that). Wi
 off (blur_equalisation.ROUNDING_VARIANCE), factors 1.5, 2, 3 and everywhere: 5 frames nyu_far 0.0449,
 0.0450, 0.0433, 0.0353, nyu 0.0998, 0.0881, 0.0877, 0.0936; 10 frames nyu_far 0.0407, 0.0408, 0.0419,
 0.0524, nyu 0.0744, 0.0727, 0.0734, 0.0954."""
+BLUR_EQUALISED_ADDED_MAX_ERROR = 0.2
+"""With blur_sigma_px_per_diopter set, a pixel that anchors nothing (no vertex at the seed confidence, no
+bound) takes the blur-equalised depth as a vertex of confidence 1 (its published confidence then falls with
+the read's expected error, BLUR_EQUALISED_ERROR_SCALE) where that error is below this, and not across an
+occlusion edge: weakly textured surfaces give focus peaks below the seed confidence, while their reblurred
+frames still disagree measurably away from their depth. Seeds 1000-1019, 5-frame nyu, dense AbsRel for 0.02,
+0.05, 0.1, 0.2, 0.5 and no limit: 0.0729, 0.0614, 0.0555, 0.0537, 0.0545, 0.0546, against 0.0762 with none
+added (these with each added anchor's confidence 1 / (1 + (error / 0.06)^2) before the same fall again; 1
+instead, at 0.2: 0.0535, AUSE 0.0105 against 0.0114). With BLUR_EQUALISED_ADDED_MAX_UNEXPLAINED, 5 / 10
+frames (tools/evaluate_weight_free.py): seeds 1000-1019 nyu 0.0762 / 0.0697 to 0.0539 / 0.0598, nyu_far
+0.0378 / 0.0395 to 0.0369 / 0.0394; seeds 2000-2009 nyu 0.0835 / 0.0714 to 0.0518 / 0.0552, nyu_far 0.0498 /
+0.0281 to 0.0496 / 0.0285; photo (README) 0.0152 / 0.0172 to 0.0151 / 0.0159."""
+BLUR_EQUALISED_ADDED_MAX_UNEXPLAINED = 0.5
+"""An added anchor's read must also leave less than this share of the frames' own disagreement
+(BlurEqualised.unexplained_share): identical textured frames, which carry no focus cue, have a curved least
+disagreement with an expected error of 0.06 (median, test_densify.py's stack) but differ not at all, so every
+candidate explains none of it. Seeds 1000-1019, 5 frames, nyu with 0.25, 0.5, 0.9 and no limit: 0.0544,
+0.0539, 0.0536, 0.0536. Required of every anchor taken (the added ones at 0.2), it costs: 0.1553, 0.1143 and
+0.0702 at 0.1, 0.25 and 0.5 (some true reads leave more than half of the frames' differences)."""
 BLUR_EQUALISED_ERROR_SCALE = 0.06
 """Expected relative depth error of a blur-equalised anchor (blur_equalised_depth's) at which its published
 confidence halves, as EXPECTED_ERROR_SCALE and BOUND_EXPECTED_ERROR_SCALE do for the peak's and the bound's,
@@ -252,7 +271,8 @@ class FocusMeasureBackend(DepthBackend):
     blur_sigma_px_per_diopter: the lens's blur per diopter where it is known,
       for end-of-sweep pixels whose last frames look alike (with end_defocus;
       DEFAULT_BLUR_SIGMA_PX_PER_DIOPTER), and for every anchor by blur
-      equalisation (BLUR_EQUALISED_EDGE_SPREAD); 0: not known.
+      equalisation (BLUR_EQUALISED_EDGE_SPREAD), which also anchors pixels
+      without a peak where it is sure (BLUR_EQUALISED_ADDED_MAX_ERROR); 0: not known.
     blur_psf_radius_px: where that blur is cut off (DEFAULT_BLUR_PSF_RADIUS_PX).
     min_confidence: depth below this confidence is set to NaN (0 keeps every
       pixel; the confidence map is returned either way).
@@ -465,23 +485,26 @@ class FocusMeasureBackend(DepthBackend):
 
     def _blur_equalised(self, fit: PeakFit, luma: torch.Tensor,
                         diopters: torch.Tensor) -> tuple[PeakFit, torch.Tensor]:
-        """`fit` (half size) with its vertices' and bounds' depth replaced by the blur-equalised depth of the
-        full-size `luma` but across occlusion edges (BLUR_EQUALISED_EDGE_SPREAD) and where it read nothing (an
-        infinite expected error), and the expected relative error of the depth taken (NaN where none was)."""
-        equalised_m, equalised_error = blur_equalised_depth(luma, diopters, self.blur_sigma_px_per_diopter,
-                                                            self.blur_psf_radius_px)
+        """`fit` (half size) with the blur-equalised depth of the full-size `luma` taken, but across occlusion
+        edges (BLUR_EQUALISED_EDGE_SPREAD) and where it read nothing (an infinite expected error): by its
+        vertices and bounds, and as a vertex of confidence 1 by pixels that anchor nothing where the read is
+        sure (BLUR_EQUALISED_ADDED); and the expected relative error of the depth taken (NaN where none was)."""
+        read = blur_equalised_depth(luma, diopters, self.blur_sigma_px_per_diopter, self.blur_psf_radius_px)
         rows, cols = fit.depth_m.shape
-        equalised_m, equalised_error = equalised_m[:rows, :cols], equalised_error[:rows, :cols]
+        equalised_m, error, unexplained = (plane[:rows, :cols] for plane in read)
         inverse = equalised_m.reciprocal()[None]
         across_edge = box_max(inverse, 3)[0] > BLUR_EQUALISED_EDGE_SPREAD * -box_max(-inverse, 3)[0]
-        anchor = torch.isfinite(fit.depth_m) | torch.isfinite(fit.end_depth_m)
-        taken = anchor & ~across_edge & torch.isfinite(equalised_error)
-
-        def taken_where_finite(own_m: torch.Tensor) -> torch.Tensor:
-            return torch.where(torch.isfinite(own_m) & taken, equalised_m, own_m)
-
-        refined = replace(fit, depth_m=taken_where_finite(fit.depth_m), end_depth_m=taken_where_finite(fit.end_depth_m))
-        return refined, torch.where(taken, equalised_error, torch.nan)
+        usable = ~across_edge & torch.isfinite(error)
+        vertex = torch.isfinite(fit.depth_m)
+        bound = torch.isfinite(fit.end_depth_m)
+        taken = (vertex | bound) & usable
+        peak_anchor = (vertex & (fit.confidence >= self.densify_params.seed_min_confidence)) | bound
+        added = (~peak_anchor & usable & (error < BLUR_EQUALISED_ADDED_MAX_ERROR)
+                 & (unexplained < BLUR_EQUALISED_ADDED_MAX_UNEXPLAINED))
+        refined = replace(fit, depth_m=torch.where((vertex & taken) | added, equalised_m, fit.depth_m),
+                          end_depth_m=torch.where(bound & taken, equalised_m, fit.end_depth_m),
+                          confidence=fit.confidence.masked_fill(added, 1.0))
+        return refined, torch.where(taken | added, error, torch.nan)
 
     def _off_floor(self, focus: torch.Tensor) -> torch.Tensor:
         """(N, H, W) focus curves less curve_floor times each one's lowest value (DEFAULT_CURVE_FLOOR)."""

@@ -23,6 +23,7 @@ within focus) is told apart by the frames that are not.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -113,9 +114,20 @@ def candidate_diopters(diopters: torch.Tensor, per_step: int = GRID_PER_STEP) ->
     return np.array(grid)
 
 
+class BlurEqualised(NamedTuple):
+    """Per 2x2 block (H // 2, W // 2): blur_equalised_depth's read."""
+
+    depth_m: torch.Tensor
+    relative_error: torch.Tensor
+    """Expected relative depth error; infinite where nothing was read."""
+    unexplained_share: torch.Tensor
+    """Disagreement left at the depth read, as a share of the frames' own (unblurred) disagreement; infinite
+    where the frames do not differ at all."""
+
+
 def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_per_diopter: float,
                          radius_px: int = 0, window_px: int = WINDOW_PX,
-                         per_step: int = GRID_PER_STEP) -> tuple[torch.Tensor, torch.Tensor]:
+                         per_step: int = GRID_PER_STEP) -> BlurEqualised:
     """(H // 2, W // 2) depth in metres per 2x2 block from (N, H, W) luminance frames at `diopters` (N,), by blur
     equalisation over every pair of neighbouring frames with the lens's known blur (module docstring), and
     its expected relative error (from the disagreement left at the minimum against the curvature there;
@@ -190,7 +202,14 @@ def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_pe
     # Frames alike at every candidate (no texture, or none left by the blur) read nothing.
     no_signal = raw.amax(0) - raw.amin(0) <= 1e-3 * ROUNDING_VARIANCE
     error_d = torch.where((curvature > 0) & ~no_signal, error_d, torch.inf)
-    return inverse_depth.reciprocal(), error_d / inverse_depth
+    # How much of the frames' own differences the best candidate leaves: none of it explained where they do
+    # not differ at all (identical frames: every candidate's blur only adds disagreement).
+    one_tap = np.ones(1, dtype=np.float32)
+    as_taken = sum(unblurred_pairs[index] if index in unblurred_pairs else
+                   _windowed_square(planes[index], planes[index + 1], one_tap, one_tap, window_taps, on_cpu)
+                   for index in range(count - 1))
+    unexplained = torch.where(as_taken > 0, floor / as_taken.clamp(min=1e-30), torch.inf)
+    return BlurEqualised(inverse_depth.reciprocal(), error_d / inverse_depth, unexplained)
 
 
 def block_window_taps(window_px: int) -> np.ndarray:

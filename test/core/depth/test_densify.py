@@ -9,7 +9,7 @@ import torch
 from hybriddepth_ros.core.capture.simulated import DEFAULT_SIMULATED_LENS
 import hybriddepth_ros.core.depth.densify as densify_module
 from hybriddepth_ros.core.depth.densify import DensifyParams, densify
-from hybriddepth_ros.core.depth.focus_measure import FocusMeasureBackend
+from hybriddepth_ros.core.depth.focus_measure import NYU_PROTOCOL_SETTINGS, FocusMeasureBackend
 from hybriddepth_ros.core.depth.fusion import DepthFusion
 from hybriddepth_ros.core.sim.scene import make_scene
 from hybriddepth_ros.core.sim.thin_lens import render_focal_stack
@@ -229,10 +229,14 @@ def test_all_black_stack_gives_a_clear_error_or_no_depth():
     assert issubclass(RegistrationError, FocalStackError)
 
 
-def test_a_stack_without_focus_cue_invents_no_depth():
-    """Every frame identical (textured, but nothing changes with focus): an empty but valid result."""
+@pytest.mark.parametrize("lens_blur_known", [False, True])
+def test_a_stack_without_focus_cue_invents_no_depth(lens_blur_known):
+    """Every frame identical (textured, but nothing changes with focus): an empty but valid result. With the
+    lens's blur known, blur equalisation finds a least disagreement anyway, but it explains none of the
+    frames' own (BLUR_EQUALISED_ADDED_MAX_UNEXPLAINED)."""
     frame = _texture()
     frames = np.repeat(frame[None], 6, axis=0)
-    result = FocusMeasureBackend(device="cpu").estimate(_stack(frames, diopter_sweep(0.4, 3.0, 6)))
+    options = NYU_PROTOCOL_SETTINGS if lens_blur_known else {}
+    result = FocusMeasureBackend(device="cpu", **options).estimate(_stack(frames, diopter_sweep(0.4, 3.0, 6)))
     assert np.all(np.isnan(result.depth_m)) and np.all(result.confidence == 0)
     assert "no focus cue" in result.diagnostics["note"]
