@@ -488,7 +488,7 @@ class FocusMeasureBackend(DepthBackend):
         """`fit` (half size) with the blur-equalised depth of the full-size `luma` taken, but across occlusion
         edges (BLUR_EQUALISED_EDGE_SPREAD) and where it read nothing (an infinite expected error): by its
         vertices and bounds, and as a vertex of confidence 1 by pixels that anchor nothing where the read is
-        sure (BLUR_EQUALISED_ADDED); and the expected relative error of the depth taken (NaN where none was)."""
+        sure (BLUR_EQUALISED_ADDED_MAX_ERROR); and the expected relative error of the depth taken (NaN where none was)."""
         read = blur_equalised_depth(luma, diopters, self.blur_sigma_px_per_diopter, self.blur_psf_radius_px)
         rows, cols = fit.depth_m.shape
         equalised_m, error, unexplained = (plane[:rows, :cols] for plane in read)
