@@ -190,17 +190,18 @@ off (blur_equalisation.ROUNDING_VARIANCE), factors 1.5, 2, 3 and everywhere: 5 f
 0.0450, 0.0433, 0.0353, nyu 0.0998, 0.0881, 0.0877, 0.0936; 10 frames nyu_far 0.0407, 0.0408, 0.0419,
 0.0524, nyu 0.0744, 0.0727, 0.0734, 0.0954."""
 BLUR_EQUALISED_ADDED_MAX_ERROR = 0.2
-"""With blur_sigma_px_per_diopter set, a pixel that anchors nothing (no vertex at the seed confidence, no
-bound) takes the blur-equalised depth as a vertex of confidence 1 (its published confidence then falls with
-the read's expected error, BLUR_EQUALISED_ERROR_SCALE) where that error is below this, and not across an
-occlusion edge: weakly textured surfaces give focus peaks below the seed confidence, while their reblurred
-frames still disagree measurably away from their depth. Seeds 1000-1019, 5-frame nyu, dense AbsRel for 0.02,
-0.05, 0.1, 0.2, 0.5 and no limit: 0.0729, 0.0614, 0.0555, 0.0537, 0.0545, 0.0546, against 0.0762 with none
-added (these with each added anchor's confidence 1 / (1 + (error / 0.06)^2) before the same fall again; 1
-instead, at 0.2: 0.0535, AUSE 0.0105 against 0.0114). With BLUR_EQUALISED_ADDED_MAX_UNEXPLAINED, 5 / 10
-frames (tools/evaluate_weight_free.py): seeds 1000-1019 nyu 0.0762 / 0.0697 to 0.0539 / 0.0598, nyu_far
-0.0378 / 0.0395 to 0.0369 / 0.0394; seeds 2000-2009 nyu 0.0835 / 0.0714 to 0.0518 / 0.0552, nyu_far 0.0498 /
-0.0281 to 0.0496 / 0.0285; photo (README) 0.0152 / 0.0172 to 0.0151 / 0.0159."""
+"""With blur_sigma_px_per_diopter set, a pixel that anchors nothing (no vertex at the seed confidence, no bound)
+takes the blur-equalised depth as a vertex of confidence 1 (its published confidence then falls with the
+read's expected error, BLUR_EQUALISED_ERROR_SCALE) where that error is below this, and not across an occlusion
+edge: weakly textured surfaces give focus peaks below the seed confidence, while their reblurred frames still
+disagree measurably away from their depth. Seeds 1000-1019, 5-frame nyu, dense AbsRel for 0.02, 0.05, 0.1,
+0.2, 0.5 and no limit: 0.0729, 0.0614, 0.0555, 0.0537, 0.0545, 0.0546, against 0.0762 with none added (these
+with each added anchor's confidence 1 / (1 + (error / 0.06)^2) before the same fall again; 1 instead, at 0.2:
+0.0535, AUSE 0.0105 against 0.0114). With BLUR_EQUALISED_ADDED_MAX_UNEXPLAINED, 5 / 10 frames
+(tools/evaluate_weight_free.py; 10 frames paired as neighbours, before blur_equalisation.pair_step): seeds
+1000-1019 nyu 0.0762 / 0.0697 to 0.0539 / 0.0598, nyu_far 0.0378 / 0.0395 to 0.0369 / 0.0394; seeds 2000-2009
+nyu 0.0835 / 0.0714 to 0.0518 / 0.0552, nyu_far 0.0498 / 0.0281 to 0.0496 / 0.0285; photo (README) 0.0152 /
+0.0172 to 0.0151 / 0.0159."""
 BLUR_EQUALISED_ADDED_MAX_UNEXPLAINED = 0.5
 """An added anchor's read must also leave less than this share of the frames' own disagreement
 (BlurEqualised.unexplained_share): identical textured frames, which carry no focus cue, have a curved least
@@ -488,7 +489,8 @@ class FocusMeasureBackend(DepthBackend):
         """`fit` (half size) with the blur-equalised depth of the full-size `luma` taken, but across occlusion
         edges (BLUR_EQUALISED_EDGE_SPREAD) and where it read nothing (an infinite expected error): by its
         vertices and bounds, and as a vertex of confidence 1 by pixels that anchor nothing where the read is
-        sure (BLUR_EQUALISED_ADDED_MAX_ERROR); and the expected relative error of the depth taken (NaN where none was)."""
+        sure (BLUR_EQUALISED_ADDED_MAX_ERROR); and the expected relative error of the depth taken (NaN where
+        none was)."""
         read = blur_equalised_depth(luma, diopters, self.blur_sigma_px_per_diopter, self.blur_psf_radius_px)
         rows, cols = fit.depth_m.shape
         equalised_m, error, unexplained = (plane[:rows, :cols] for plane in read)

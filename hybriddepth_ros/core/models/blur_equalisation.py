@@ -15,9 +15,10 @@ pixel D diopters from a frame's focus D_f (k the lens's blur per diopter),
 truncated to a square of the given radius (the NYU protocol's 7x7 gather: 3)
 and left out (the identity) where its width 2 sigma is at most 1 px, as the
 protocol leaves pixels that near focus untouched. Candidates are GRID_PER_STEP
-per step of the sweep (candidate_diopters); every pair of neighbouring
-frames adds its disagreement, so a candidate where two frames are alike (both
-within focus) is told apart by the frames that are not.
+per step of the sweep (candidate_diopters); every pair of frames pair_step
+apart (neighbours in short sweeps) adds its disagreement, so a candidate where
+two frames are alike (both within focus) is told apart by the frames that are
+not.
 """
 
 from __future__ import annotations
@@ -61,6 +62,17 @@ procedural scenes, seeds 1000-1019: nyu_far 0.0412 / 0.0389 to 0.0378 / 0.0395, 
 0.0762 / 0.0697; seeds 2000-2009: nyu_far 0.0519 / 0.0285 to 0.0498 / 0.0281, nyu 0.0822 / 0.0680 to
 0.0835 / 0.0714."""
 
+PAIR_SPAN_DIVISOR = 4
+"""Frames are paired (N - 1) // PAIR_SPAN_DIVISOR steps apart, at least neighbours (pair_step): about a quarter
+of the sweep. In a fine sweep neighbouring frames differ little in blur, so over weak texture their pair's
+disagreement stays within rounding at most candidates. NYU-protocol stacks (tools/evaluate_weight_free.py),
+seeds 1000-1019, dense AbsRel photo / nyu / nyu_far with pairs 1, 2 and 3 steps apart, and 1 and 2 together:
+10 frames 0.0159 / 0.0598 / 0.0394, 0.0126 / 0.0473 / 0.0349, 0.0141 / 0.0463 / 0.0368, 0.0117 / 0.0494 /
+0.0352 (twice the cost); 7 frames 0.0139 / 0.0573 / 0.0359 with neighbours, 0.0146 / 0.0524 / 0.0399 two
+apart; 5 frames 0.0151 / 0.0539 / 0.0369 with neighbours, 0.0192 / 0.0593 / 0.0438 two apart, 0.0147 / 0.0569
+/ 0.0416 both. Seeds 2000-2009, 10 frames, 2 steps apart against neighbours: photo (image_5_1.3.jpg) 0.0240
+to 0.0151, nyu 0.0552 to 0.0407, nyu_far 0.0285 to 0.0260."""
+
 TIE_BREAK = 1e-3
 """Weight of the disagreement as summed (rounding included) added to the disagreement less rounding, so that
 candidates that all lie within rounding (net zero) are told apart by the least disagreement."""
@@ -100,6 +112,11 @@ def _cv_blur(plane: np.ndarray, taps: np.ndarray) -> np.ndarray:
     return cv2.sepFilter2D(plane, -1, taps, taps, borderType=cv2.BORDER_REPLICATE)
 
 
+def pair_step(count: int) -> int:
+    """Steps of the sweep between the two frames of each pair, for `count` frames (PAIR_SPAN_DIVISOR)."""
+    return max(1, (count - 1) // PAIR_SPAN_DIVISOR)
+
+
 def candidate_diopters(diopters: torch.Tensor, per_step: int = GRID_PER_STEP) -> np.ndarray:
     """Candidate inverse depths (float64, in the sweep's order): `per_step` per step of the sweep, evenly in
     diopters, its frames included. None beyond the ends: there a frame's blur grows alike on both sides of
@@ -129,7 +146,7 @@ def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_pe
                          radius_px: int = 0, window_px: int = WINDOW_PX,
                          per_step: int = GRID_PER_STEP) -> BlurEqualised:
     """(H // 2, W // 2) depth in metres per 2x2 block from (N, H, W) luminance frames at `diopters` (N,), by blur
-    equalisation over every pair of neighbouring frames with the lens's known blur (module docstring), and
+    equalisation over every pair of frames pair_step apart with the lens's known blur (module docstring), and
     its expected relative error (from the disagreement left at the minimum against the curvature there;
     infinite where the frames agree at every candidate, as on a flat grey stack, or the minimum has no
     curvature).
@@ -158,14 +175,17 @@ def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_pe
     even = luma[:, :2 * rows, :2 * cols]
     planes = [plane.numpy() for plane in even.contiguous()] if on_cpu else list(even)
     window_taps = block_window_taps(window_px)
-    unblurred_pairs: dict[int, object] = {}  # pair -> windowed squared difference, where neither frame is blurred
+    step = pair_step(count)
+    pairs = [(index, index + step) for index in range(count - step)]
+    # pair (its first frame) -> windowed squared difference, where neither frame is blurred
+    unblurred_pairs: dict[int, object] = {}
     disagreement = luma.new_empty((len(grid), rows, cols))  # less rounding, pair by pair, never below zero
     raw = luma.new_empty((len(grid), rows, cols))  # as summed, rounding included
     for which, candidate_d in enumerate(grid):
         net_total, raw_total = disagreement[which].zero_(), raw[which].zero_()
-        for index in range(count - 1):
+        for index, other in pairs:
             # Each frame of the pair takes the other's blur at this candidate.
-            taps_a = lens_blur_taps(sigma_px_per_diopter * abs(candidate_d - focus_d[index + 1]), radius_px)
+            taps_a = lens_blur_taps(sigma_px_per_diopter * abs(candidate_d - focus_d[other]), radius_px)
             taps_b = lens_blur_taps(sigma_px_per_diopter * abs(candidate_d - focus_d[index]), radius_px)
             # A frame carries rounding noise where the blur changed it (its own kernel, the other's taps, is more
             # than one tap); the other frame's kernel passes the energy of its taps, squared (separable), of it.
@@ -173,11 +193,11 @@ def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_pe
                                                + (taps_a.size > 1) * _energy(taps_b))
             if taps_a.size == taps_b.size == 1:
                 if index not in unblurred_pairs:
-                    unblurred_pairs[index] = _windowed_square(planes[index], planes[index + 1], taps_a, taps_b,
+                    unblurred_pairs[index] = _windowed_square(planes[index], planes[other], taps_a, taps_b,
                                                               window_taps, on_cpu)
                 pair = unblurred_pairs[index]
             else:
-                pair = _windowed_square(planes[index], planes[index + 1], taps_a, taps_b, window_taps, on_cpu)
+                pair = _windowed_square(planes[index], planes[other], taps_a, taps_b, window_taps, on_cpu)
             raw_total += pair
             net_total += (pair - noise_floor).clamp_(min=0) if noise_floor > 0 else pair
     # Where every pair is within its rounding (weak texture) the net disagreements tie at zero: the least
@@ -206,8 +226,8 @@ def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_pe
     # not differ at all (identical frames: every candidate's blur only adds disagreement).
     one_tap = np.ones(1, dtype=np.float32)
     as_taken = sum(unblurred_pairs[index] if index in unblurred_pairs else
-                   _windowed_square(planes[index], planes[index + 1], one_tap, one_tap, window_taps, on_cpu)
-                   for index in range(count - 1))
+                   _windowed_square(planes[index], planes[other], one_tap, one_tap, window_taps, on_cpu)
+                   for index, other in pairs)
     unexplained = torch.where(as_taken > 0, floor / as_taken.clamp(min=1e-30), torch.inf)
     return BlurEqualised(inverse_depth.reciprocal(), error_d / inverse_depth, unexplained)
 

@@ -15,6 +15,7 @@ from hybriddepth_ros.core.models.blur_equalisation import (
     block_window_taps,
     candidate_diopters,
     lens_blur_taps,
+    pair_step,
     separable_blur,
 )
 from hybriddepth_ros.core.sim.nyu_protocol import NYU_LENS, render_nyu_focal_stack
@@ -110,6 +111,36 @@ def test_the_depth_read_explains_a_blurred_planes_frame_differences_and_none_of_
     identical = blur_equalised_depth(same, diopters, SIGMA_PX_PER_DIOPTER, 3)
     assert torch.isinf(identical.unexplained_share).all()
     assert torch.isfinite(identical.relative_error[8:-8, 8:-8]).any()  # the error alone would not say so
+
+
+FINE_FOCUS_M = np.linspace(0.6, 2.2, 10)
+"""A 10-frame sweep linear in metres, as the protocol's: its far steps are 0.04-0.05 D, 0.3 px of blur."""
+
+
+def _faint_plane_error(plane_m: float, texture_seed: int) -> float:
+    """Mean relative error over a plane at `plane_m` on FINE_FOCUS_M, textured at a tenth of the scene's contrast."""
+    rgb = make_scene(texture_seed, 64, 64, num_objects=0, num_textureless=0).rgb.astype(np.float32)
+    rgb = 128.0 + 0.1 * (rgb - rgb.mean())
+    depth_m = np.full((64, 64), plane_m, dtype=np.float32)
+    frames = np.clip(np.rint(render_nyu_focal_stack(rgb, depth_m, FINE_FOCUS_M).numpy()), 0, 255)
+    luma = torch.from_numpy((frames @ np.array([0.299, 0.587, 0.114]) / 255.0).astype(np.float32))
+    read = blur_equalised_depth(luma, torch.from_numpy(1.0 / FINE_FOCUS_M).float(), SIGMA_PX_PER_DIOPTER, 3)
+    return float((read.depth_m[8:-8, 8:-8] / plane_m - 1.0).abs().mean())
+
+
+def test_frames_of_a_fine_sweep_are_paired_across_a_quarter_of_it(monkeypatch):
+    """Faint planes in the far, fine steps of a 10-frame sweep: neighbouring frames differ by less blur than
+    rounding hides over such texture, frames two steps apart (pair_step) by enough (measured when written:
+    mean errors 0.021, 0.008, 0.035, 0.016, 0.027, 0.016 paired two apart; 0.020, 0.012, 0.100, 0.038, 0.056,
+    0.017 as neighbours)."""
+    assert [pair_step(count) for count in (2, 5, 8, 9, 10, 13)] == [1, 1, 1, 2, 2, 3]
+    cases = [(plane_m, seed) for plane_m in (1.8, 2.0, 2.1) for seed in (3, 5)]
+    paired = [_faint_plane_error(*case) for case in cases]
+    monkeypatch.setattr(blur_equalisation_module, "PAIR_SPAN_DIVISOR", 1000)  # neighbours only
+    neighbours = [_faint_plane_error(*case) for case in cases]
+    assert max(paired) < 0.05, paired
+    assert np.mean(paired) < 0.7 * np.mean(neighbours), (paired, neighbours)
+    assert max(neighbours) > 0.08, neighbours
 
 
 def test_taps_are_the_truncated_gaussian_and_no_blur_within_a_pixel_of_focus():
