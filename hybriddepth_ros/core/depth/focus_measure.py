@@ -190,18 +190,27 @@ off (blur_equalisation.ROUNDING_VARIANCE), factors 1.5, 2, 3 and everywhere: 5 f
 0.0450, 0.0433, 0.0353, nyu 0.0998, 0.0881, 0.0877, 0.0936; 10 frames nyu_far 0.0407, 0.0408, 0.0419,
 0.0524, nyu 0.0744, 0.0727, 0.0734, 0.0954."""
 BLUR_EQUALISED_EDGE_CONFIDENCE = 0.5
-"""Share of their peak's confidence that anchors across an occlusion edge (BLUR_EQUALISED_EDGE_SPREAD) keep,
-with their own depth: on NYU-protocol scenes (nyu, 10 frames, seeds 1000-1006) those peaks were 4-29 % off
-on average per scene. Those below twice the seed confidence no longer anchor; the rest weigh half and say
-so. Seeds 1000-1019, 5 / 10 frames, dense AbsRel (tools/evaluate_weight_free.py), with 0.25, 0.5, 0.75 and 1
-(measured with frames paired as neighbours): nyu 0.0575 / 0.0723, 0.0506 / 0.0583, 0.0524 / 0.0589, 0.0539 /
-0.0598; nyu_far 0.0286 / 0.0411, 0.0326 / 0.0386, 0.0352 / 0.0382, 0.0369 / 0.0394. With frames paired by
-pair_step, 0.5 against 1: nyu 0.0506 / 0.0456 against 0.0539 / 0.0473, nyu_far 0.0326 / 0.0317 against
-0.0369 / 0.0349, but photo 0.0155 / 0.0131 against 0.0151 / 0.0126 (its smooth fields have no occlusion edge:
-the spread marks noisy reads there, where the peak is right); seeds 2000-2009 nyu 0.0487 / 0.0391 against
-0.0518 / 0.0407, nyu_far 0.0478 / 0.0251 against 0.0496 / 0.0260, photo (image_5_1.3.jpg) 0.0182 / 0.0155
-against 0.0175 / 0.0151. Halving only where the peak is more than 10 % off the neighbourhood's median
-equalised depth: nyu 0.0502 / 0.0452, nyu_far 0.0338 / 0.0331, photo 0.0153 / 0.0129."""
+"""Share of their peak's confidence that anchors across an occlusion edge (BLUR_EQUALISED_EDGE_SPREAD, with
+contrast: BLUR_EQUALISED_EDGE_MIN_CONTRAST) keep, with their own depth: on NYU-protocol scenes (nyu, 10 frames,
+seeds 1000-1006) those peaks were 4-29 % off on average per scene. Those below twice the seed confidence no
+longer anchor; the rest weigh half and say so. Seeds 1000-1019, 5 / 10 frames, dense AbsRel
+(tools/evaluate_weight_free.py), without the contrast test, with 0.25, 0.5, 0.75 and 1 (frames paired as
+neighbours, before blur_equalisation.pair_step): nyu 0.0575 / 0.0723, 0.0506 / 0.0583, 0.0524 / 0.0589,
+0.0539 / 0.0598; nyu_far 0.0286 / 0.0411, 0.0326 / 0.0386, 0.0352 / 0.0382, 0.0369 / 0.0394. With pair_step,
+0.5 against 1: nyu 0.0506 / 0.0456 against 0.0539 / 0.0473, nyu_far 0.0326 / 0.0317 against 0.0369 / 0.0349,
+photo 0.0155 / 0.0131 against 0.0151 / 0.0126 (BLUR_EQUALISED_EDGE_MIN_CONTRAST spares it)."""
+BLUR_EQUALISED_EDGE_MIN_CONTRAST = 1.0 / 255.0
+"""Luminance standard deviation (of [0, 1]) over BLUR_EQUALISED_EDGE_CONTRAST_BLOCKS 2x2 blocks, in the frame
+where it is largest, that an occlusion edge needs for BLUR_EQUALISED_EDGE_CONFIDENCE: two surfaces meet
+there, and the nearer is sharp in some frame. Over a blank window (the photo kind's wall) the equalised
+depths spread by noise, and the peak is right. Seeds 1000-1019, 5 / 10 frames, with thresholds of 0 (none),
+1, 2, 4 and 12 DN: nyu 0.0506 / 0.0456, 0.0507 / 0.0458, 0.0509 / 0.0459, 0.0516 / 0.0460, 0.0540 / 0.0480;
+nyu_far 0.0326 / 0.0317, 0.0331 / 0.0322, 0.0337 / 0.0326, 0.0341 / 0.0329, 0.0347 / 0.0334; photo 0.0155 /
+0.0131 with none, 0.0151 / 0.0126 with every other (as with no halving). Seeds 2000-2009 at 1 DN against none
+and against no halving: nyu 0.0490 / 0.0399, 0.0487 / 0.0391, 0.0518 / 0.0407; nyu_far 0.0444 / 0.0256,
+0.0478 / 0.0251, 0.0496 / 0.0260; photo (image_5_1.3.jpg) 0.0175 / 0.0151, 0.0182 / 0.0155, 0.0175 / 0.0151."""
+BLUR_EQUALISED_EDGE_CONTRAST_BLOCKS = 5
+"""Side of that window in 2x2 blocks (10 px, about blur equalisation's 9 px window)."""
 BLUR_EQUALISED_ADDED_MAX_ERROR = 0.2
 """With blur_sigma_px_per_diopter set, a pixel that anchors nothing (no vertex at the seed confidence, no bound)
 takes the blur-equalised depth as a vertex of confidence 1 (its published confidence then falls with the
@@ -517,8 +526,13 @@ class FocusMeasureBackend(DepthBackend):
         peak_anchor = (vertex & (fit.confidence >= self.densify_params.seed_min_confidence)) | bound
         added = (~peak_anchor & usable & (error < BLUR_EQUALISED_ADDED_MAX_ERROR)
                  & (unexplained < BLUR_EQUALISED_ADDED_MAX_UNEXPLAINED))
-        # Anchors across an occlusion edge keep their own depth, and count less (BLUR_EQUALISED_EDGE_CONFIDENCE).
-        confidence = torch.where(across_edge, BLUR_EQUALISED_EDGE_CONFIDENCE * fit.confidence, fit.confidence)
+        # Anchors across an occlusion edge keep their own depth, and count less (BLUR_EQUALISED_EDGE_CONFIDENCE);
+        # the edge shows as contrast in some frame, and over a blank window the spread is the read's noise.
+        blocks = sum_pool_2x2(luma[:, :2 * rows, :2 * cols]) / 4.0
+        mean = box_mean(blocks, BLUR_EQUALISED_EDGE_CONTRAST_BLOCKS)
+        spread = box_mean(blocks * blocks, BLUR_EQUALISED_EDGE_CONTRAST_BLOCKS) - mean * mean
+        occlusion = across_edge & (spread.clamp_(min=0).sqrt_().amax(0) > BLUR_EQUALISED_EDGE_MIN_CONTRAST)
+        confidence = torch.where(occlusion, BLUR_EQUALISED_EDGE_CONFIDENCE * fit.confidence, fit.confidence)
         refined = replace(fit, depth_m=torch.where((vertex & taken) | added, equalised_m, fit.depth_m),
                           end_depth_m=torch.where(bound & taken, equalised_m, fit.end_depth_m),
                           confidence=confidence.masked_fill(added, 1.0))

@@ -146,7 +146,8 @@ def test_blur_equalised_depth_replaces_anchors_but_next_to_an_occlusion_edge(mon
     fit = PeakFit(depth_m=own_m, confidence=torch.ones(3, 6), peak_index=torch.zeros(3, 6, dtype=torch.long),
                   end_depth_m=bound_m)
     backend = FocusMeasureBackend(device="cpu", **NYU_PROTOCOL_SETTINGS)
-    refined, taken_error = backend._blur_equalised(fit, torch.zeros(5, 6, 12), torch.ones(5))
+    textured = torch.from_numpy(np.random.default_rng(0).uniform(0.3, 0.7, (5, 6, 12)).astype(np.float32))
+    refined, taken_error = backend._blur_equalised(fit, textured, torch.ones(5))
     expected_m = torch.tensor([[1.5, 1.0, 1.5, 1.5, 3.0, nan]]).expand(3, 6)
     torch.testing.assert_close(refined.depth_m, expected_m, equal_nan=True)
     torch.testing.assert_close(refined.end_depth_m, torch.tensor([[nan] * 5 + [3.0]]).expand(3, 6), equal_nan=True)
@@ -157,6 +158,12 @@ def test_blur_equalised_depth_replaces_anchors_but_next_to_an_occlusion_edge(mon
     # peak's confidence; elsewhere it is untouched.
     assert backend_module.BLUR_EQUALISED_EDGE_CONFIDENCE == 0.5
     torch.testing.assert_close(refined.confidence, torch.tensor([[1.0, 1.0, 0.5, 0.5, 1.0, 1.0]]).expand(3, 6))
+    # Over frames without contrast (BLUR_EQUALISED_EDGE_MIN_CONTRAST) the spread is not an occlusion edge: the
+    # same depths are kept, at their full confidence.
+    blank = torch.full((5, 6, 12), 0.5) + 0.5 * backend_module.BLUR_EQUALISED_EDGE_MIN_CONTRAST * (textured - 0.5)
+    refined_blank, _ = backend._blur_equalised(fit, blank, torch.ones(5))
+    torch.testing.assert_close(refined_blank.depth_m, expected_m, equal_nan=True)
+    torch.testing.assert_close(refined_blank.confidence, fit.confidence)
 
 
 def test_pixels_without_a_peak_anchor_take_a_sure_blur_equalised_read_as_a_vertex(monkeypatch):
