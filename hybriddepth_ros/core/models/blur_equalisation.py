@@ -177,13 +177,16 @@ def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_pe
     window_taps = block_window_taps(window_px)
     step = pair_step(count)
     pairs = [(index, index + step) for index in range(count - step)]
-    # pair (its first frame) -> windowed squared difference, where neither frame is blurred
-    unblurred_pairs: dict[int, object] = {}
+    # Each pair's windowed squared difference as the frames are: what candidates that blur neither frame
+    # disagree by, and what the depth read is measured against (unexplained_share).
+    one_tap = np.ones(1, dtype=np.float32)
+    unblurred = [_windowed_square(planes[index], planes[other], one_tap, one_tap, window_taps, on_cpu)
+                 for index, other in pairs]
     disagreement = luma.new_empty((len(grid), rows, cols))  # less rounding, pair by pair, never below zero
     raw = luma.new_empty((len(grid), rows, cols))  # as summed, rounding included
     for which, candidate_d in enumerate(grid):
         net_total, raw_total = disagreement[which].zero_(), raw[which].zero_()
-        for index, other in pairs:
+        for (index, other), as_taken in zip(pairs, unblurred):
             # Each frame of the pair takes the other's blur at this candidate.
             taps_a = lens_blur_taps(sigma_px_per_diopter * abs(candidate_d - focus_d[other]), radius_px)
             taps_b = lens_blur_taps(sigma_px_per_diopter * abs(candidate_d - focus_d[index]), radius_px)
@@ -192,10 +195,7 @@ def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_pe
             noise_floor = ROUNDING_VARIANCE * ((taps_b.size > 1) * _energy(taps_a)
                                                + (taps_a.size > 1) * _energy(taps_b))
             if taps_a.size == taps_b.size == 1:
-                if index not in unblurred_pairs:
-                    unblurred_pairs[index] = _windowed_square(planes[index], planes[other], taps_a, taps_b,
-                                                              window_taps, on_cpu)
-                pair = unblurred_pairs[index]
+                pair = as_taken
             else:
                 pair = _windowed_square(planes[index], planes[other], taps_a, taps_b, window_taps, on_cpu)
             raw_total += pair
@@ -224,11 +224,8 @@ def blur_equalised_depth(luma: torch.Tensor, diopters: torch.Tensor, sigma_px_pe
     error_d = torch.where((curvature > 0) & ~no_signal, error_d, torch.inf)
     # How much of the frames' own differences the best candidate leaves: none of it explained where they do
     # not differ at all (identical frames: every candidate's blur only adds disagreement).
-    one_tap = np.ones(1, dtype=np.float32)
-    as_taken = sum(unblurred_pairs[index] if index in unblurred_pairs else
-                   _windowed_square(planes[index], planes[other], one_tap, one_tap, window_taps, on_cpu)
-                   for index, other in pairs)
-    unexplained = torch.where(as_taken > 0, floor / as_taken.clamp(min=1e-30), torch.inf)
+    frames_differ = sum(unblurred)
+    unexplained = torch.where(frames_differ > 0, floor / frames_differ.clamp(min=1e-30), torch.inf)
     return BlurEqualised(inverse_depth.reciprocal(), error_d / inverse_depth, unexplained)
 
 
