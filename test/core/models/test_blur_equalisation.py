@@ -26,11 +26,15 @@ FOCUS_M = np.linspace(0.8, 6.0, 5)
 SIGMA_PX_PER_DIOPTER = NYU_LENS.aperture_diameter_m * NYU_LENS.focal_length_m / NYU_LENS.pixel_pitch_m / 4.0
 
 
-def _plane_luma(plane_m: float, texture_seed: int, size_px: int = 64) -> torch.Tensor:
-    """(5, size, size) luminance in [0, 1] of a textured plane at `plane_m` under the protocol, rounded to 8 bits."""
+def _plane_luma(plane_m: float, texture_seed: int, size_px: int = 64, focus_m: np.ndarray = FOCUS_M,
+                contrast: float = 1.0) -> torch.Tensor:
+    """(N, size, size) luminance in [0, 1] of a textured plane at `plane_m` under the protocol at `focus_m`,
+    rounded to 8 bits; `contrast`: the texture at that many times its own about mid-grey."""
     rgb = make_scene(texture_seed, size_px, size_px, num_objects=0, num_textureless=0).rgb
+    if contrast != 1.0:
+        rgb = 128.0 + contrast * (rgb.astype(np.float32) - rgb.mean())
     depth_m = np.full((size_px, size_px), plane_m, dtype=np.float32)
-    frames = np.clip(np.rint(render_nyu_focal_stack(rgb, depth_m, FOCUS_M).numpy()), 0, 255)
+    frames = np.clip(np.rint(render_nyu_focal_stack(rgb, depth_m, focus_m).numpy()), 0, 255)
     return torch.from_numpy((frames @ np.array([0.299, 0.587, 0.114]) / 255.0).astype(np.float32))
 
 
@@ -119,11 +123,7 @@ FINE_FOCUS_M = np.linspace(0.6, 2.2, 10)
 
 def _faint_plane_error(plane_m: float, texture_seed: int) -> float:
     """Mean relative error over a plane at `plane_m` on FINE_FOCUS_M, textured at a tenth of the scene's contrast."""
-    rgb = make_scene(texture_seed, 64, 64, num_objects=0, num_textureless=0).rgb.astype(np.float32)
-    rgb = 128.0 + 0.1 * (rgb - rgb.mean())
-    depth_m = np.full((64, 64), plane_m, dtype=np.float32)
-    frames = np.clip(np.rint(render_nyu_focal_stack(rgb, depth_m, FINE_FOCUS_M).numpy()), 0, 255)
-    luma = torch.from_numpy((frames @ np.array([0.299, 0.587, 0.114]) / 255.0).astype(np.float32))
+    luma = _plane_luma(plane_m, texture_seed, focus_m=FINE_FOCUS_M, contrast=0.1)
     read = blur_equalised_depth(luma, torch.from_numpy(1.0 / FINE_FOCUS_M).float(), SIGMA_PX_PER_DIOPTER, 3)
     return float((read.depth_m[8:-8, 8:-8] / plane_m - 1.0).abs().mean())
 
