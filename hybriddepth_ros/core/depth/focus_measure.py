@@ -413,8 +413,12 @@ class FocusMeasureBackend(DepthBackend):
         start_s = time.perf_counter()
         half_window_px = (self.dff.window_px // 2) | 1
         luma, fine = _half_size_planes(frames)
+        # The frames' luminance as 2x2 block means: the coarse band's and blur equalisation's contrast test's.
+        blocks = None
+        if self.coarse_band_weight > 0 or self.blur_sigma_px_per_diopter > 0:
+            blocks = sum_pool_2x2(luma) / 4.0
         if self.coarse_band_weight > 0:
-            fine = fine + self.coarse_band_weight * modified_laplacian(sum_pool_2x2(luma) / 4.0)
+            fine = fine + self.coarse_band_weight * modified_laplacian(blocks)
         focus = box_mean(fine, half_window_px)
         frames_given = focus.shape[0]
         # With the blur known, blur equalisation reads a flat top as it is, from every frame.
@@ -457,7 +461,7 @@ class FocusMeasureBackend(DepthBackend):
             relative_error = error_d * blended_m  # a depth error of dD diopters is dD * z of z metres
         equalised_error = None
         if self.blur_sigma_px_per_diopter > 0:
-            fit, equalised_error = self._blur_equalised(fit, luma, diopters)
+            fit, equalised_error = self._blur_equalised(fit, luma, blocks, diopters)
             # The peak's and the end bound's own expected errors no longer describe the anchors taken.
             taken = torch.isfinite(equalised_error)
             relative_error = None if relative_error is None else relative_error.masked_fill(taken, torch.nan)
@@ -506,14 +510,14 @@ class FocusMeasureBackend(DepthBackend):
         timings_s["densify"] = time.perf_counter() - start_s
         return self._result(depth_m, confidence, measured, timings_s, diagnostics)
 
-    def _blur_equalised(self, fit: PeakFit, luma: torch.Tensor,
+    def _blur_equalised(self, fit: PeakFit, luma: torch.Tensor, blocks: torch.Tensor,
                         diopters: torch.Tensor) -> tuple[PeakFit, torch.Tensor]:
         """`fit` (half size) with the blur-equalised depth of the full-size `luma` taken, but across occlusion
         edges (BLUR_EQUALISED_EDGE_SPREAD, where anchors keep their own depth with BLUR_EQUALISED_EDGE_CONFIDENCE
         of their confidence) and where it read nothing (an infinite expected error): by its vertices and
         bounds, and as a vertex of confidence 1 by pixels that anchor nothing where the read is sure
         (BLUR_EQUALISED_ADDED_MAX_ERROR); and the expected relative error of the depth taken (NaN where none
-        was)."""
+        was). `blocks`: `luma` as 2x2 block means, for the contrast an occlusion edge needs."""
         read = blur_equalised_depth(luma, diopters, self.blur_sigma_px_per_diopter, self.blur_psf_radius_px)
         rows, cols = fit.depth_m.shape
         equalised_m, error, unexplained = (plane[:rows, :cols] for plane in read)
@@ -528,7 +532,6 @@ class FocusMeasureBackend(DepthBackend):
                  & (unexplained < BLUR_EQUALISED_ADDED_MAX_UNEXPLAINED))
         # Anchors across an occlusion edge keep their own depth, and count less (BLUR_EQUALISED_EDGE_CONFIDENCE);
         # the edge shows as contrast in some frame, and over a blank window the spread is the read's noise.
-        blocks = sum_pool_2x2(luma[:, :2 * rows, :2 * cols]) / 4.0
         mean = box_mean(blocks, BLUR_EQUALISED_EDGE_CONTRAST_BLOCKS)
         spread = box_mean(blocks * blocks, BLUR_EQUALISED_EDGE_CONTRAST_BLOCKS) - mean * mean
         occlusion = across_edge & (spread.clamp_(min=0).sqrt_().amax(0) > BLUR_EQUALISED_EDGE_MIN_CONTRAST)

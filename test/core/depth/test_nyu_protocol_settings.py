@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from hybriddepth_ros.core.capture.simulated import DEFAULT_SIMULATED_LENS
+from hybriddepth_ros.core.depth.densify import sum_pool_2x2
 from hybriddepth_ros.core.depth.focus_measure import NYU_PROTOCOL_SETTINGS, FocusMeasureBackend
 from hybriddepth_ros.core.models.blur_equalisation import BlurEqualised
 from hybriddepth_ros.core.sim.nyu_protocol import NYU_LENS, nyu_focus_distances_m, render_nyu_focal_stack
@@ -152,7 +153,7 @@ def test_blur_equalised_depth_replaces_anchors_but_next_to_an_occlusion_edge(mon
                   end_depth_m=bound_m)
     backend = FocusMeasureBackend(device="cpu", **NYU_PROTOCOL_SETTINGS)
     textured = torch.from_numpy(np.random.default_rng(0).uniform(0.3, 0.7, (5, 6, 12)).astype(np.float32))
-    refined, taken_error = backend._blur_equalised(fit, textured, torch.ones(5))
+    refined, taken_error = backend._blur_equalised(fit, textured, sum_pool_2x2(textured) / 4.0, torch.ones(5))
     expected_m = torch.tensor([[1.5, 1.0, 1.5, 1.5, 3.0, nan]]).expand(3, 6)
     torch.testing.assert_close(refined.depth_m, expected_m, equal_nan=True)
     torch.testing.assert_close(refined.end_depth_m, torch.tensor([[nan] * 5 + [3.0]]).expand(3, 6), equal_nan=True)
@@ -166,7 +167,7 @@ def test_blur_equalised_depth_replaces_anchors_but_next_to_an_occlusion_edge(mon
     # Over frames without contrast (BLUR_EQUALISED_EDGE_MIN_CONTRAST) the spread is not an occlusion edge: the
     # same depths are kept, at their full confidence.
     blank = torch.full((5, 6, 12), 0.5) + 0.5 * backend_module.BLUR_EQUALISED_EDGE_MIN_CONTRAST * (textured - 0.5)
-    refined_blank, _ = backend._blur_equalised(fit, blank, torch.ones(5))
+    refined_blank, _ = backend._blur_equalised(fit, blank, sum_pool_2x2(blank) / 4.0, torch.ones(5))
     torch.testing.assert_close(refined_blank.depth_m, expected_m, equal_nan=True)
     torch.testing.assert_close(refined_blank.confidence, fit.confidence)
 
@@ -195,7 +196,7 @@ def test_pixels_without_a_peak_anchor_take_a_sure_blur_equalised_read_as_a_verte
                   end_depth_m=torch.full((3, 6), nan))
     backend = FocusMeasureBackend(device="cpu", **NYU_PROTOCOL_SETTINGS)
     assert backend.densify_params.seed_min_confidence == 0.25
-    refined, taken_error = backend._blur_equalised(fit, torch.zeros(5, 6, 12), torch.ones(5))
+    refined, taken_error = backend._blur_equalised(fit, torch.zeros(5, 6, 12), torch.zeros(5, 3, 6), torch.ones(5))
     torch.testing.assert_close(refined.depth_m, torch.tensor([[2.0, 2.0, nan, nan, nan, 2.0]]).expand(3, 6),
                                equal_nan=True)
     torch.testing.assert_close(refined.confidence, torch.tensor([[1.0, 1.0, 0.0, 0.0, 0.0, 0.6]]).expand(3, 6))
