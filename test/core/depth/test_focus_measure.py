@@ -334,3 +334,51 @@ def test_end_of_sweep_bounds_outside_the_registered_area_do_not_anchor_the_fill(
         assert textured == pytest.approx(blank, rel=0.005), (textured, blank)
     else:
         assert textured < 0.95 * blank, (textured, blank)
+
+
+def test_depth_discontinuity_factor_lowers_pixels_beside_a_depth_step_and_not_a_noisy_plane():
+    """Known answers: within 2 px of a 1 m | 3 m step the factor is near 0; a step of 10 % in inverse depth
+    (5 % beyond the noise spread) halves it; a plane with +-1.5 % noise and NaN holes keeps 1."""
+    rng = np.random.default_rng(0)
+    depth_m = np.where(np.arange(64)[None, :] < 32, 1.0, 3.0) * rng.uniform(0.985, 1.015, (48, 64))
+    depth_m[10:14, 5:9] = np.nan
+    factor = focus_backend.depth_discontinuity_factor(torch.from_numpy(depth_m).float()).numpy()
+    assert focus_backend.DISCONTINUITY_WINDOW_PX == 5
+    assert np.all(factor[:, 30:34] < 0.01), "the two columns on each side of the step are mixed"
+    assert np.all(factor[:, :29] == 1.0) and np.all(factor[:, 35:] == 1.0), "noise and NaN holes lower nothing"
+    ten_percent = np.where(np.arange(16)[None, :] < 8, 1.0, 1.0 / 1.1) * np.ones((8, 16))
+    half = focus_backend.depth_discontinuity_factor(torch.from_numpy(ten_percent).float()).numpy()
+    np.testing.assert_allclose(half[:, 6:10], 0.5, atol=1e-4)
+    assert np.all(half[:, :5] == 1.0) and np.all(half[:, 11:] == 1.0)
+
+
+def test_published_confidence_ranks_mixed_pixels_at_depth_edges_last(monkeypatch):
+    """Pixels next to a depth edge are mixed (the half-size fill and the upsampling place the edge within a
+    pixel or two): they lose confidence, and confidence ranks error better (AUSE). Simulated 320x240 scenes,
+    seeds 0-5: AUSE 0.0141 against 0.0154 without; the pixels within 1 px of a depth edge keep a mean
+    confidence of 0.11 against 0.55 beyond 8 px (0.36 against 0.60 without)."""
+    import cv2
+    from hybriddepth_ros.core.eval.sparsification import sparsification_abs_rel
+
+    def scores():
+        ause, edge, interior = [], [], []
+        for seed in range(6):
+            capture = SimulatedCapture(width=320, height=240, seed=seed)
+            result = FocusMeasureBackend(device="cpu").estimate(capture.capture_stack())
+            truth = capture.ground_truth_depth_m
+            ause.append(sparsification_abs_rel(result.depth_m, truth, result.confidence)["ause"])
+            inverse = (1.0 / truth).astype(np.float32)
+            kernel = np.ones((3, 3), np.uint8)
+            at_edge = (cv2.dilate(inverse, kernel) / cv2.erode(inverse, kernel) > 1.15).astype(np.uint8)
+            distance_px = cv2.distanceTransform(1 - at_edge, cv2.DIST_L2, 3)
+            edge.append(result.confidence[distance_px < 1].mean())
+            interior.append(result.confidence[distance_px >= 8].mean())
+        return np.mean(ause), np.mean(edge) / np.mean(interior)
+
+    ause, edge_share = scores()
+    monkeypatch.setattr(focus_backend, "depth_discontinuity_factor", lambda depth_m: torch.ones_like(depth_m))
+    ause_without, edge_share_without = scores()
+    print(f"\nAUSE {ause:.4f} against {ause_without:.4f}; edge / interior confidence {edge_share:.2f} against "
+          f"{edge_share_without:.2f}")
+    assert ause < 0.95 * ause_without
+    assert edge_share < 0.35 and edge_share_without > 0.5
