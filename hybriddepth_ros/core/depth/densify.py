@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..models.focus_measure import LUMA_WEIGHTS, box_mean, modified_laplacian
+from ..models.focus_measure import LUMA_WEIGHTS, box_max, box_mean, modified_laplacian
 
 DEFAULT_SEED_MIN_CONFIDENCE = 0.5
 """Measured pixels at or above this confidence anchor the solve; those below are filled like holes."""
@@ -276,6 +276,71 @@ def joint_upsample(coarse: torch.Tensor, coarse_luma: torch.Tensor, fine_luma: t
     if (height, width) != (2 * rows, 2 * cols):
         result = F.pad(result[None], (0, width - 2 * cols, 0, height - 2 * rows), mode="replicate")[0]
     return result
+
+
+EDGE_SNAP_SPREAD = 1.2
+"""A pixel whose 3x3 neighbours' inverse depths span more than this factor lies on a depth edge's ramp
+(edge_snapped). 5-frame sim, seeds 1000-1019, dense AbsRel with 1.1, 1.2 and 1.35: 0.0436, 0.0436, 0.0443."""
+EDGE_SNAP_WINDOW_PX = 11
+"""Window of the colour vote that decides an edge pixel's side (edge_snapped), sampled every EDGE_SNAP_STEP_PX:
+at the fill's half size, 22 px of the frames, past the ramp. 5-frame sim, seeds 1000-1019, dense AbsRel with
+7 px and every pixel 0.0446; 11 px, every pixel 0.0433, every other 0.0436 (a third of the cost)."""
+EDGE_SNAP_STEP_PX = 2
+EDGE_SNAP_SIGMA = 0.05
+"""Colour difference (guide in [0, 1]) at which a neighbour's vote falls to exp(-1/2)."""
+
+
+def edge_snapped(depth_m: torch.Tensor, guide: torch.Tensor, spread: float = EDGE_SNAP_SPREAD,
+                 window_px: int = EDGE_SNAP_WINDOW_PX, step_px: int = EDGE_SNAP_STEP_PX,
+                 sigma: float = EDGE_SNAP_SIGMA) -> torch.Tensor:
+    """(H, W) `depth_m` with each pixel on a depth edge's ramp set to the nearer or the farther depth of its
+    3x3 neighbours, whichever side its colour in `guide` ((3, H, W), [0, 1]) belongs to.
+
+    Across an edge the fill leaves a ramp a few pixels wide: pixels between the two sides' anchors, and focus
+    windows that straddle the edge, read depths between the two surfaces, which belong to neither. Each ramp
+    pixel (3x3 inverse depths spanning more than `spread`) takes the side its neighbours within `window_px`
+    vote for: each neighbour off the ramp votes for the side its own depth is on (nearer or farther than the
+    geometric middle of the two), weighted by colour similarity, exp(-|g_p - g_q|^2 / (2 sigma^2)). With no
+    vote the pixel keeps its depth. Only ramp pixels are visited (5 % of a 240x320 fill of a simulated scene:
+    4.9-5.1 ms, one thread).
+
+    Seeds 1000-1019 (tools/evaluate_weight_free.py), dense AbsRel, 5 frames, without and with: sim 0.0492 and
+    0.0436, simfit 0.0632 and 0.0579, nyu 0.0507 and 0.0405, nyu_far 0.0331 and 0.0250, photo 0.0151 and
+    0.0138, photofit (no occlusion edges) 0.0717 and 0.0718; seeds 2000-2019, sim 0.0688 and 0.0636.
+    """
+    inverse = depth_m.reciprocal()
+    known = torch.isfinite(inverse)
+    nearest = box_max(torch.where(known, inverse, 0.0)[None], 3)[0]
+    farthest = -box_max(torch.where(known, -inverse, -torch.inf)[None], 3)[0]
+    ramp = known & (nearest > spread * farthest)
+    if not bool(ramp.any()):
+        return depth_m
+    height, width = inverse.shape
+    pad = window_px // 2
+    # Guide, inverse depth and whether a pixel may vote, padded and flattened, so that each offset of the
+    # window is one gather at the ramp pixels' flat indices.
+    planes = torch.cat([guide, torch.where(known, inverse, 0.0)[None], (known & ~ramp).to(inverse.dtype)[None]])
+    planes = F.pad(planes[None], (pad, pad, pad, pad), mode="replicate")[0].flatten(1)
+    rows, cols = torch.nonzero(ramp, as_tuple=True)
+    padded_width = width + 2 * pad
+    centre = (rows + pad) * padded_width + (cols + pad)
+    colour = guide[:, rows, cols]
+    near_inverse, far_inverse = nearest[rows, cols], farthest[rows, cols]
+    middle = (near_inverse * far_inverse).sqrt()
+    scale = -1.0 / (2.0 * sigma**2)
+    vote_near = torch.zeros_like(middle)
+    votes = torch.zeros_like(middle)
+    for row_offset in range(-pad, pad + 1, step_px):
+        for col_offset in range(-pad, pad + 1, step_px):
+            neighbour = planes[:, centre + row_offset * padded_width + col_offset]
+            difference = neighbour[:3] - colour
+            weight = torch.exp(scale * (difference * difference).sum(0)) * neighbour[4]
+            votes += weight
+            vote_near += weight * (neighbour[3] > middle)
+    side = torch.where(vote_near > 0.5 * votes, near_inverse, far_inverse)
+    snapped = depth_m.clone()
+    snapped[rows, cols] = torch.where(votes > 0, side.reciprocal(), depth_m[rows, cols])
+    return snapped
 
 
 def luminance(guide: torch.Tensor) -> torch.Tensor:

@@ -53,6 +53,7 @@ from .densify import (
     UPSAMPLE_SIGMA_FRACTION,
     DensifyParams,
     densify,
+    edge_snapped,
     joint_upsample,
     luminance,
     sum_pool_2x2,
@@ -515,6 +516,7 @@ class FocusMeasureBackend(DepthBackend):
         depth_m, confidence, measured, diagnostics = self._fill(
             half_guide, fit, fit.depth_m, confidence, None, half_window_px, half_params, occluder, relative_error,
             rim_near_m, bound_area, bound_error, equalised_error)
+        depth_m = edge_snapped(depth_m, half_guide)
         if half_valid is not None:
             diagnostics["measured_fraction"] = float((measured & half_valid).sum()) / max(int(half_valid.sum()), 1)
         if focus.shape[0] < frames_given:

@@ -240,3 +240,47 @@ def test_a_stack_without_focus_cue_invents_no_depth(lens_blur_known):
     result = FocusMeasureBackend(device="cpu", **options).estimate(_stack(frames, diopter_sweep(0.4, 3.0, 6)))
     assert np.all(np.isnan(result.depth_m)) and np.all(result.confidence == 0)
     assert "no focus cue" in result.diagnostics["note"]
+
+
+def test_a_depth_edge_ramp_is_snapped_to_the_side_whose_colour_each_pixel_has():
+    """Known answer: a 1 m | 3 m step whose two columns at the colour edge hold depths between the sides (the
+    ramp the fill leaves) takes exactly each side's depth, red pixels the near one and blue the far one; pixels
+    off the ramp and a NaN hole are left as they are."""
+    from hybriddepth_ros.core.depth.densify import edge_snapped
+
+    height, width, edge = 24, 40, 20
+    depth_m = np.where(np.arange(width)[None, :] < edge, 1.0, 3.0) * np.ones((height, 1))
+    depth_m[:, edge - 1], depth_m[:, edge] = 1.3, 2.2  # the ramp: red and blue pixels at in-between depths
+    depth_m[2:4, 2:4] = np.nan
+    guide = np.zeros((3, height, width))
+    guide[0, :, :edge], guide[2, :, edge:] = 0.8, 0.8
+    snapped = edge_snapped(torch.from_numpy(depth_m).float(), torch.from_numpy(guide).float()).numpy()
+    truth = np.where(np.arange(width)[None, :] < edge, 1.0, 3.0) * np.ones((height, 1))
+    truth[2:4, 2:4] = np.nan
+    np.testing.assert_allclose(snapped, truth, rtol=1e-6)
+    # The colour decides, not the count: with the colours swapped at the ramp each ramp pixel goes the other
+    # way, as far as its 3x3 neighbours reach (the blue one to the farther ramp depth, the red one to the nearer).
+    guide[:, :, [edge - 1, edge]] = guide[:, :, [edge, edge - 1]]
+    swapped = edge_snapped(torch.from_numpy(depth_m).float(), torch.from_numpy(guide).float()).numpy()
+    np.testing.assert_allclose(swapped[:, edge - 1], 2.2, rtol=1e-6)
+    np.testing.assert_allclose(swapped[:, edge], 1.3, rtol=1e-6)
+
+
+def test_edge_snapping_makes_simulated_scenes_read_better(monkeypatch):
+    """The weight-free backend with and without edge_snapped on NYU-protocol renders of the simulator's scenes
+    (objects in front of walls; seeds 0-5, 240x320, 5 frames): mean dense AbsRel 0.0674 against 0.0831."""
+    import hybriddepth_ros.core.depth.focus_measure as backend_module
+    from hybriddepth_ros.tools.evaluate_weight_free import make_stack
+
+    stacks = [make_stack("nyu", seed, 5, 240, 320, None) for seed in range(6)]
+
+    def mean_abs_rel() -> float:
+        backend = FocusMeasureBackend(device="cpu", **NYU_PROTOCOL_SETTINGS)
+        return float(np.mean([np.nanmean(np.abs(backend.estimate(stack).depth_m / truth - 1.0))
+                              for stack, truth in stacks]))
+
+    snapped = mean_abs_rel()
+    monkeypatch.setattr(backend_module, "edge_snapped", lambda depth_m, guide: depth_m)
+    unsnapped = mean_abs_rel()
+    print(f"\nmean AbsRel {snapped:.4f} with edge snapping, {unsnapped:.4f} without")
+    assert snapped < 0.9 * unsnapped

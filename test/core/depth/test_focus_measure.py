@@ -239,8 +239,11 @@ def test_measured_blocks_cover_their_pixels_with_odd_edges_replicated(height, wi
 
 
 def test_a_focus_peak_whose_window_straddles_a_depth_step_anchors_the_fill_but_is_not_measured(monkeypatch):
-    """Two textured planes, 0.6 | 1.2 m: peaks within 6 px of the step read a mix of both (7.2 % off
-    when all count as measured); DEPTH_EDGE_SPREAD takes the disagreeing ones out of the measured set."""
+    """Two textured planes, 0.6 | 1.2 m: peaks within 6 px of the step read a mix of both (8.0 % off
+    when all count as measured); DEPTH_EDGE_SPREAD takes the disagreeing ones out of the measured set (5.1 %).
+    The two planes carry the same texture, so edge_snapped's colour vote puts the step's ramp pixels on a
+    side by count alone: without it these figures were 7.2 % and 3.5 %, over the same band as a whole 0.0933
+    against 0.0939 with it."""
     height, width = 240, 320
     depth_m = np.full((height, width), 0.6, dtype=np.float32)
     depth_m[:, width // 2:] = 1.2
@@ -260,7 +263,7 @@ def test_a_focus_peak_whose_window_straddles_a_depth_step_anchors_the_fill_but_i
 
     error_with, share_with = measured_error_in_band(with_rule)
     error_without, share_without = measured_error_in_band(without_rule)
-    assert error_with <= 0.045 and error_without >= 0.06, (error_with, error_without)
+    assert error_with <= 0.06 and error_without >= 0.075 and error_with < 0.7 * error_without, (error_with, error_without)
     assert share_with < share_without - 0.2, (share_with, share_without)
     # Still anchors: the same dense depth, everywhere finite; published lower where no longer measured.
     np.testing.assert_array_equal(with_rule.depth_m, without_rule.depth_m)

@@ -207,8 +207,10 @@ def test_pixels_without_a_peak_anchor_take_a_sure_blur_equalised_read_as_a_verte
 def test_anchors_across_occlusion_edges_count_less_and_the_scenes_read_better(monkeypatch):
     """The simulator's NYU-protocol scenes (objects in front of walls; seeds 0-5, 240x320, 5 frames): with
     anchors across occlusion edges at BLUR_EQUALISED_EDGE_CONFIDENCE of their peak's confidence, mean dense
-    AbsRel is lower than with their full confidence (measured with the contrast test: 0.0831 against 0.0898;
-    4 of the 6 scenes better)."""
+    AbsRel is lower than with their full confidence (with edge_snapped: 0.0674 against 0.0704; before it, with
+    the contrast test, 0.0831 against 0.0898, 4 of the 6 scenes better). Edge snapping repairs much of what
+    these anchors cost, so the margin is smaller; seeds 1000-1019 (480x640, 5 frames) with snapping: nyu 0.0405
+    against 0.0425, nyu_far 0.0251 against 0.0275."""
     from hybriddepth_ros.core.depth import focus_measure as backend_module
     from hybriddepth_ros.tools.evaluate_weight_free import make_stack
 
@@ -221,7 +223,7 @@ def test_anchors_across_occlusion_edges_count_less_and_the_scenes_read_better(mo
     assert backend_module.BLUR_EQUALISED_EDGE_CONFIDENCE == 0.5
     counted_less = mean_abs_rel(stacks)
     monkeypatch.setattr(backend_module, "BLUR_EQUALISED_EDGE_CONFIDENCE", 1.0)
-    assert counted_less < 0.95 * mean_abs_rel(stacks)
+    assert counted_less < 0.97 * mean_abs_rel(stacks)
 
 
 def test_weakly_textured_planes_read_their_depth_from_blur_equalisation_where_no_peak_anchors(monkeypatch):
