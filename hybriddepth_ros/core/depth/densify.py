@@ -286,6 +286,7 @@ EDGE_SNAP_WINDOW_PX = 11
 at the fill's half size, 22 px of the frames, past the ramp. 5-frame sim, seeds 1000-1019, dense AbsRel with
 7 px and every pixel 0.0446; 11 px, every pixel 0.0433, every other 0.0436 (a third of the cost)."""
 EDGE_SNAP_STEP_PX = 2
+"""Every how many pixels, along each axis, a neighbour in that window votes."""
 EDGE_SNAP_SIGMA = 0.05
 """Colour difference (guide in [0, 1]) at which a neighbour's vote falls to exp(-1/2)."""
 
@@ -315,7 +316,7 @@ def edge_snapped(depth_m: torch.Tensor, guide: torch.Tensor, spread: float = EDG
     ramp = known & (nearest > spread * farthest)
     if not bool(ramp.any()):
         return depth_m
-    height, width = inverse.shape
+    width = inverse.shape[1]
     pad = window_px // 2
     # Guide, inverse depth and whether a pixel may vote, padded and flattened, so that each offset of the
     # window is one gather at the ramp pixels' flat indices.
