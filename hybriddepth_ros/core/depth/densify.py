@@ -291,6 +291,15 @@ EDGE_SNAP_SIGMA = 0.05
 """Colour difference (guide in [0, 1]) at which a neighbour's vote falls to exp(-1/2)."""
 
 
+def inverse_depth_extremes(inverse: torch.Tensor, window_px: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H, W) largest and smallest inverse depth within `window_px` (odd) of each pixel of (H, W) `inverse`, the
+    non-finite left out (0 and inf where nothing finite is within reach)."""
+    known = torch.isfinite(inverse)
+    largest = box_max(torch.where(known, inverse, 0.0)[None], window_px)[0]
+    smallest = -box_max(torch.where(known, -inverse, -torch.inf)[None], window_px)[0]
+    return largest, smallest
+
+
 def edge_snapped(depth_m: torch.Tensor, guide: torch.Tensor, spread: float = EDGE_SNAP_SPREAD,
                  window_px: int = EDGE_SNAP_WINDOW_PX, step_px: int = EDGE_SNAP_STEP_PX,
                  sigma: float = EDGE_SNAP_SIGMA) -> torch.Tensor:
@@ -311,8 +320,7 @@ def edge_snapped(depth_m: torch.Tensor, guide: torch.Tensor, spread: float = EDG
     """
     inverse = depth_m.reciprocal()
     known = torch.isfinite(inverse)
-    nearest = box_max(torch.where(known, inverse, 0.0)[None], 3)[0]
-    farthest = -box_max(torch.where(known, -inverse, -torch.inf)[None], 3)[0]
+    nearest, farthest = inverse_depth_extremes(inverse, 3)
     ramp = known & (nearest > spread * farthest)
     if not bool(ramp.any()):
         return depth_m

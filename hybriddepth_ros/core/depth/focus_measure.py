@@ -54,6 +54,7 @@ from .densify import (
     DensifyParams,
     densify,
     edge_snapped,
+    inverse_depth_extremes,
     joint_upsample,
     luminance,
     sum_pool_2x2,
@@ -685,10 +686,9 @@ def depth_discontinuity_factor(depth_m: torch.Tensor, window_px: int = DISCONTIN
     spread of inverse depth within `window_px` (largest / smallest - 1; NaN depth left out) beyond `noise_spread`.
     Mixed pixels at depth edges ("flying pixels" in a point cloud) rank last."""
     inverse = depth_m.reciprocal()
-    known = torch.isfinite(inverse)
-    largest = box_max(torch.where(known, inverse, 0.0)[None], window_px)[0]
-    smallest = -box_max(torch.where(known, -inverse, -torch.inf)[None], window_px)[0]
-    excess = torch.where(known, largest / smallest - (1.0 + noise_spread), 0.0).clamp_(min=0.0) / scale
+    largest, smallest = inverse_depth_extremes(inverse, window_px)
+    excess = torch.where(torch.isfinite(inverse), largest / smallest - (1.0 + noise_spread), 0.0)
+    excess = excess.clamp_(min=0.0) / scale
     return (1.0 + excess * excess).reciprocal_()
 
 
